@@ -1,0 +1,1 @@
+"""Compiled kernels (built from ext/*.pyx). Import through spikeline.kernels, never directly."""
