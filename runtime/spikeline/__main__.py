@@ -1,0 +1,5 @@
+import sys
+
+from spikeline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Embedded development broker: amqtt on 127.0.0.1 in a thread of its own.
+
+A fallback so `spikeline demo` works on a machine with no broker. It speaks MQTT 3.1.1 only (no
+message expiry), and it is not tuned for latency: use mosquitto (`set_tcp_nodelay true`) for real work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="amqtt-broker", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
+        try:
+            import amqtt  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("the embedded broker needs amqtt: pip install 'spikeline[embedded-broker]', "
+                               "or give a broker with --mqtt mqtt://host:port") from e
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"embedded broker did not start within {timeout:g} s")
+        if self._error is not None:
+            raise RuntimeError(f"embedded broker failed to start: {self._error}") from self._error
+        return self
+
+    def _main(self) -> None:
+        from amqtt.broker import Broker
+
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        cfg = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+               "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        try:
+            self._broker = Broker(cfg, loop=loop)
+            loop.run_until_complete(self._broker.start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._broker.shutdown())
+        loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

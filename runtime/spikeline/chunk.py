@@ -1,0 +1,93 @@
+"""The units that move through a pipeline: one chunk of samples, never one Python object per sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """What a stream is: fixed for the life of a stream, shared by every chunk of it."""
+
+    name: str
+    type: str
+    channels: tuple[str, ...]
+    nominal_rate: float  # Hz; 0 for irregular streams
+    units: tuple[str, ...] = ()
+    source_id: str = ""
+    # When set, each output row is a decision and `SampleChunk.label` indexes into this tuple.
+    classes: tuple[str, ...] = ()
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    def derive(self, **changes: object) -> StreamMeta:
+        """A copy with some fields changed (a stage describing its output)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class SampleChunk:
+    """`n` consecutive samples of one stream.
+
+    data     float32 (n, channels), C-contiguous
+    t        float64 (n,), source timestamps mapped to this host's monotonic clock (seconds)
+    t_recv   float64 (n,), monotonic time the runtime received each sample
+    seq      stream index of the first row's source sample; row i comes from source sample
+             seq + i * stride (stride > 1 after decimation); gaps in the indices show drops
+    label    optional int16 (n,) class index per row (decision stages), see StreamMeta.classes
+    """
+
+    data: F32
+    t: F64
+    t_recv: F64
+    seq: int
+    meta: StreamMeta
+    label: npt.NDArray[np.int16] | None = None
+    stride: int = 1
+    t_done: float = 0.0  # monotonic time the last stage finished this chunk (set by the pipeline)
+
+    def __post_init__(self) -> None:
+        d = self.data
+        if d.dtype != np.float32 or d.ndim != 2 or not d.flags.c_contiguous:
+            raise ValueError(f"SampleChunk.data must be C-contiguous float32 (n, channels), got {d.dtype} {d.shape}")
+        n = d.shape[0]
+        if self.t.shape != (n,) or self.t_recv.shape != (n,):
+            raise ValueError(f"SampleChunk timestamps must have shape ({n},), got {self.t.shape} and {self.t_recv.shape}")
+        if d.shape[1] != self.meta.n_channels:
+            raise ValueError(f"SampleChunk has {d.shape[1]} channels, stream {self.meta.name!r} declares {self.meta.n_channels}")
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def seqs(self) -> npt.NDArray[np.int64]:
+        """Source sample index of every row."""
+        return self.seq + self.stride * np.arange(len(self), dtype=np.int64)
+
+    def take(self, start: int, stop: int | None = None, step: int = 1) -> SampleChunk:
+        """Rows start:stop:step as a new chunk (decimating stages, the drop policy)."""
+        rows = slice(start, stop, step)
+        first = rows.indices(len(self))[0]
+        return SampleChunk(
+            data=np.ascontiguousarray(self.data[rows]),
+            t=self.t[rows],
+            t_recv=self.t_recv[rows],
+            seq=self.seq + first * self.stride,
+            meta=self.meta,
+            label=None if self.label is None else self.label[rows],
+            stride=self.stride * step,
+        )
+
+    def with_data(self, data: F32, meta: StreamMeta | None = None,
+                  label: npt.NDArray[np.int16] | None = None) -> SampleChunk:
+        """Same rows and timestamps, new values (a stage that maps row to row)."""
+        return SampleChunk(data=data, t=self.t, t_recv=self.t_recv, seq=self.seq,
+                           meta=self.meta if meta is None else meta,
+                           label=self.label if label is None else label, stride=self.stride)

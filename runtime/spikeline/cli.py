@@ -1,0 +1,129 @@
+"""Command line: `spikeline run|check|demo`. Every flag can also come from the environment (systemd)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from . import __version__
+from .params import ConfigError
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"SPIKELINE_{name}", default)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+
+
+async def serve(run: Callable[[], Awaitable[int]], request_stop: Callable[[], None],
+                duration: float | None = None) -> int:
+    """Run with signal handling: the first SIGINT/SIGTERM drains, a second one forces."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    hits = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            logging.getLogger("spikeline").info("%s: draining (send again to force)", signame)
+            request_stop()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    timer = loop.call_later(duration, request_stop) if duration else None
+    try:
+        return await run()
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import config
+    from .pipeline import describe
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        n = len(e.problems)
+        print(f"{args.config}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK (node {cfg.node!r}, {len(cfg.pipelines)} pipeline(s))")
+    for pc in cfg.pipelines:
+        print(f"  {describe(pc)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import config
+    from .daemon import Daemon
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"{args.config}: {p}", file=sys.stderr)
+        return 2
+    daemon = Daemon(cfg)
+    return asyncio.run(serve(daemon.run, daemon.request_stop, args.duration))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spikeline", description="Real-time streaming edge runtime.")
+    ap.add_argument("--version", action="version", version=f"spikeline {__version__}")
+    ap.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
+                    choices=["debug", "info", "warning", "error"], help="[env SPIKELINE_LOG_LEVEL]")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="run the pipelines of a config file until SIGINT/SIGTERM")
+    p.add_argument("config", nargs="?", default=_env("CONFIG"), help="[env SPIKELINE_CONFIG]")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config file; print every problem with its key path")
+    p.add_argument("config", nargs="?", default=_env("CONFIG"), help="[env SPIKELINE_CONFIG]")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="synthetic EEG on LSL -> band-pass -> band power -> decision -> MQTT")
+    p.add_argument("--mqtt", default=_env("MQTT"), metavar="URL",
+                   help="broker, e.g. mqtt://127.0.0.1:1883 (MQTT 5); default: embedded amqtt broker, "
+                        "a development fallback [env SPIKELINE_MQTT]")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--channels", type=int, default=32, help="EEG channels (default 32)")
+    p.add_argument("--rate", type=float, default=250.0, help="sampling rate in Hz (default 250)")
+    p.add_argument("--budget-ms", type=float, default=20.0, help="latency budget (default 20 ms)")
+    p.add_argument("--node", default=_env("NODE", "demo"), help="node name in topics (default demo)")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if getattr(args, "config", "") is None:
+        print("spikeline: a config file is required (argument or SPIKELINE_CONFIG)", file=sys.stderr)
+        return 2
+    return int(args.func(args))

@@ -1,0 +1,338 @@
+"""The node's MQTT connection: one client for every pipeline, results out with their four timestamps.
+
+- TCP_NODELAY on the client socket (paho never sets it; without it QoS 0 p99.9 is tens of ms).
+- MQTT 5 when the broker speaks it (message expiry from the budget, content type, user properties),
+  3.1.1 otherwise (`protocol = "auto"` falls back when the broker answers "unsupported protocol").
+- Retained `online` birth and `offline` last will on `spikeline/<node>/status`.
+- A bounded offline buffer (in messages) with a drop-oldest counter: results produced while the broker
+  is away are sent when it returns, and what did not fit is counted, never silently lost.
+- Reconnect with capped exponential backoff and full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+import numpy as np
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .chunk import SampleChunk
+from .metrics import PipelineMetrics
+from .params import Param
+
+log = logging.getLogger("spikeline.mqtt")
+
+TOPIC_ROOT = "spikeline"
+RESULT_SCHEMA = "spikeline.result/1"
+
+MQTT_PARAMS: dict[str, Param] = {
+    "url": Param("str", "mqtt://127.0.0.1:1883", help="mqtt://host:port or mqtts://host:port",
+                 check=lambda v: None if urlsplit(v).scheme in ("mqtt", "mqtts") and urlsplit(v).hostname
+                 else f'expected "mqtt://host:port" or "mqtts://host:port", got "{v}"'),
+    "protocol": Param("str", "auto", choices=("auto", "5", "3.1.1")),
+    "qos": Param("int", 0, min=0, max=2),
+    "client_id": Param("str", ""),
+    "keepalive_s": Param("int", 30, min=5, max=3600),
+    "connect_timeout_s": Param("number", 5.0, min=0.1),
+    "offline_buffer": Param("int", 10000, min=1, help="results kept while the broker is unreachable"),
+    "reconnect_min_s": Param("number", 0.2, min=0.01),
+    "reconnect_max_s": Param("number", 30.0, min=0.1),
+    "username": Param("str", ""),
+    "password_env": Param("str", "", help="name of the environment variable holding the password"),
+}
+
+
+@dataclass
+class MqttSettings:
+    host: str
+    port: int
+    tls: bool = False
+    protocol: str = "auto"
+    qos: int = 0
+    client_id: str = ""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+    offline_buffer: int = 10000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+    username: str = ""
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> MqttSettings:
+        u = urlsplit(url)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError(f'expected "mqtt://host:port" or "mqtts://host:port", got "{url}"')
+        tls = u.scheme == "mqtts"
+        return cls(host=u.hostname, port=u.port or (8883 if tls else 1883), tls=tls, **kw)
+
+
+@dataclass
+class _Batch:
+    """Rows of one output chunk waiting to be published (the unit of the offline buffer)."""
+
+    topic: str
+    chunk: SampleChunk
+    head: dict[str, Any]
+    metrics: PipelineMetrics | None
+    qos: int
+    expiry_s: int
+    next: int = 0  # first row not yet published
+    sent: list[int] = field(default_factory=list)  # rows published, with their t_pub
+    t_pub: list[float] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return len(self.chunk) - self.next
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0
+    dropped_offline: int = 0  # results dropped because the offline buffer was full
+    dropped_shutdown: int = 0  # results still buffered when the drain deadline passed
+    connects: int = 0
+    connect_failures: int = 0
+    protocol: str = ""
+    connected: bool = False
+    last_error: str = ""
+
+
+def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float) -> bytes:
+    """One result message (JSON). Field meanings are documented in README.md ("Result payload")."""
+    t_sample = float(chunk.t[i])
+    t_recv = float(chunk.t_recv[i])
+    msg = {
+        **head,
+        "seq": int(chunk.seq + i * chunk.stride),
+        "values": chunk.data[i].tolist(),
+        "t_sample": t_sample,
+        "t_recv": t_recv,
+        "t_done": chunk.t_done,
+        "t_pub": t_pub,
+        "latency_ms": {"runtime": (t_pub - t_recv) * 1e3, "age": (t_pub - t_sample) * 1e3},
+    }
+    if chunk.label is not None:
+        msg["label"] = chunk.meta.classes[int(chunk.label[i])]
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+class MqttPublisher:
+    """One connection per node. `submit()` never blocks; `run()` is the connection loop."""
+
+    def __init__(self, settings: MqttSettings, node: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.s = settings
+        self.node = node
+        self.clock = clock
+        self.status_topic = f"{TOPIC_ROOT}/{node}/status"
+        self.stats = PublisherStats()
+        self._buf: deque[_Batch] = deque()
+        self._buffered = 0
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self._retained: dict[str, bytes] = {}  # topic -> payload, (re)sent on every connect
+        self._control: deque[tuple[str, bytes, int, bool]] = deque(maxlen=256)  # metrics and the like
+
+    # -- producer side (pipelines) ----------------------------------------------------------------
+
+    def submit(self, topic: str, chunk: SampleChunk, head: dict[str, Any],
+               metrics: PipelineMetrics | None, qos: int | None = None, expiry_s: int = 0) -> None:
+        """Queue every row of `chunk` as one result message each. Drops the oldest rows when full."""
+        if len(chunk) == 0:
+            return
+        self._buf.append(_Batch(topic, chunk, head, metrics, self.s.qos if qos is None else qos, expiry_s))
+        self._buffered += len(chunk)
+        excess = self._buffered - self.s.offline_buffer
+        while excess > 0:
+            b = self._buf[0]
+            k = min(excess, b.remaining)
+            b.next += k
+            self._buffered -= k
+            excess -= k
+            self.stats.dropped_offline += k
+            if b.metrics is not None:
+                b.metrics.sink_counters.setdefault("mqtt", {}).setdefault("dropped_offline", 0)
+                b.metrics.sink_counters["mqtt"]["dropped_offline"] += k
+            if b.remaining == 0:
+                self._flush_latency(b)
+                self._buf.popleft()
+        self._wake.set()
+
+    def publish_control(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Metrics and status messages: best effort, bounded, never ahead of a broken connection."""
+        if retain:
+            self._retained[topic] = payload
+        self._control.append((topic, payload, qos, retain))
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return self._buffered
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- connection loop --------------------------------------------------------------------------
+
+    def _client(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
+        s = self.s
+        will_props = None
+        if protocol == aiomqtt.ProtocolVersion.V5:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props.ContentType = "text/plain"
+        tls_context = ssl.create_default_context() if s.tls else None
+        return aiomqtt.Client(
+            s.host, s.port,
+            identifier=s.client_id or f"spikeline-{self.node}",
+            protocol=protocol,
+            username=s.username or None,
+            password=s.password,
+            keepalive=s.keepalive_s,
+            timeout=s.connect_timeout_s,
+            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True, properties=will_props),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_queued_incoming_messages=100,
+            max_queued_outgoing_messages=max(1000, s.offline_buffer),
+            tls_context=tls_context,
+        )
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect with backoff, until `stop()`; then say offline and disconnect."""
+        want = {"auto": aiomqtt.ProtocolVersion.V5, "5": aiomqtt.ProtocolVersion.V5,
+                "3.1.1": aiomqtt.ProtocolVersion.V311}[self.s.protocol]
+        delay = self.s.reconnect_min_s
+        while not self._stopping:
+            try:
+                async with self._client(want) as client:
+                    self.stats.connects += 1
+                    self.stats.protocol = "5" if want == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+                    self.stats.connected = True
+                    self._connected.set()
+                    log.info("connected to mqtt://%s:%d (MQTT %s)", self.s.host, self.s.port, self.stats.protocol)
+                    delay = self.s.reconnect_min_s
+                    await client.publish(self.status_topic, b"online", qos=1, retain=True)
+                    for topic, payload in self._retained.items():
+                        await client.publish(topic, payload, qos=1, retain=True)
+                    await self._pump(client, want == aiomqtt.ProtocolVersion.V5)
+                    if self._stopping:
+                        await client.publish(self.status_topic, b"offline", qos=1, retain=True)
+                    return
+            except aiomqtt.MqttConnectError as e:
+                self.stats.last_error = str(e)
+                if (self.s.protocol == "auto" and want == aiomqtt.ProtocolVersion.V5
+                        and e.rc in (1, 132)):  # 3.1.1 "unacceptable protocol", 5 "unsupported protocol"
+                    log.warning("broker does not speak MQTT 5; using 3.1.1")
+                    want = aiomqtt.ProtocolVersion.V311
+                    continue
+                self.stats.connect_failures += 1
+                log.warning("mqtt connect to %s:%d failed: %s", self.s.host, self.s.port, e)
+            except aiomqtt.MqttError as e:
+                self.stats.last_error = str(e)
+                self.stats.connect_failures += 1
+                log.warning("mqtt connection lost: %s", e)
+            finally:
+                self._connected.clear()
+                self.stats.connected = False
+            if self._stopping:
+                return
+            # Full jitter: spreads a fleet's reconnects after a broker restart.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, self.s.reconnect_max_s)
+
+    async def _pump(self, client: aiomqtt.Client, v5: bool) -> None:
+        props_cache: dict[int, Properties | None] = {}
+        while True:
+            while self._control:
+                topic, payload, qos, retain = self._control[0]
+                await client.publish(topic, payload, qos=qos, retain=retain)
+                self._control.popleft()
+            if self._buf:
+                b = self._buf[0]
+                props = props_cache.get(b.expiry_s, None) if v5 else None
+                if v5 and b.expiry_s not in props_cache:
+                    props = Properties(PacketTypes.PUBLISH)
+                    props.ContentType = "application/json"
+                    props.UserProperty = [("schema", RESULT_SCHEMA)]
+                    if b.expiry_s > 0:
+                        props.MessageExpiryInterval = b.expiry_s
+                    props_cache[b.expiry_s] = props
+                while b.remaining:
+                    # Take the row out of the buffer before awaiting, so submit() cannot drop it meanwhile.
+                    row = b.next
+                    b.next += 1
+                    self._buffered -= 1
+                    t_pub = self.clock()
+                    payload = encode_result(b.head, b.chunk, row, t_pub)
+                    try:
+                        await client.publish(b.topic, payload, qos=b.qos, properties=props)
+                    except BaseException:
+                        if b.next == row + 1:  # not handed to the transport: retry on the next connection
+                            b.next = row
+                            self._buffered += 1
+                        else:  # the buffer overflowed meanwhile and moved past it: it counts as dropped
+                            self.stats.dropped_offline += 1
+                        raise
+                    b.sent.append(row)
+                    b.t_pub.append(t_pub)
+                    self.stats.published += 1
+                self._flush_latency(b)
+                self._buf.popleft()
+                continue
+            if self._stopping:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _flush_latency(self, b: _Batch) -> None:
+        """Record latency of the rows of `b` that were published (dropped rows count as drops, not latency)."""
+        if b.metrics is None or not b.t_pub:
+            return
+        rows = np.asarray(b.sent, dtype=np.intp)
+        b.metrics.record_published(b.chunk.t_recv[rows], b.chunk.t[rows], np.asarray(b.t_pub))
+        b.sent.clear()
+        b.t_pub.clear()
+
+    async def stop(self, deadline_s: float) -> None:
+        """Publish what is buffered (up to the deadline); count what is left; `run()` then says offline."""
+        self._stopping = True
+        self._wake.set()
+        end = time.monotonic() + deadline_s
+        while (self._buf or self._control) and time.monotonic() < end and self._connected.is_set():
+            await asyncio.sleep(0.005)
+        while self._buf:
+            b = self._buf.popleft()
+            self.stats.dropped_shutdown += b.remaining
+            self._buffered -= b.remaining
+            b.next = len(b.chunk)
+            self._flush_latency(b)
+        self._control.clear()
+        self._wake.set()
+
+
+def expiry_from_budget(budget_s: float) -> int:
+    """MQTT 5 message expiry is in whole seconds: the smallest that still covers the budget."""
+    return max(1, math.ceil(budget_s))

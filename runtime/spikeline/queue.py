@@ -1,0 +1,76 @@
+"""The bounded queue between a source and a pipeline's stages.
+
+Capacity is counted in samples (configured in seconds of signal), never in Python objects. When a
+chunk would overflow it, the oldest samples are dropped and counted (`drop_oldest`): a live decoder
+wants the newest signal, and the gap is visible downstream in `seq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .chunk import SampleChunk
+
+
+class SampleQueue:
+    """Single-consumer bounded queue of SampleChunks, owned by the event loop thread.
+
+    Sources running in threads hand chunks over with `loop.call_soon_threadsafe(queue.put, chunk)`.
+    """
+
+    def __init__(self, capacity_samples: int) -> None:
+        if capacity_samples < 1:
+            raise ValueError(f"queue capacity must be >= 1 sample, got {capacity_samples}")
+        self.capacity = capacity_samples
+        self._chunks: deque[SampleChunk] = deque()
+        self._size = 0
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.dropped = 0  # samples dropped by the overflow policy, ever
+        self.high_water = 0
+
+    def __len__(self) -> int:
+        """Samples waiting."""
+        return self._size
+
+    def put(self, chunk: SampleChunk) -> None:
+        n = len(chunk)
+        if n == 0 or self._closed:
+            return
+        if n > self.capacity:
+            self.dropped += n - self.capacity
+            chunk = chunk.take(n - self.capacity)
+            n = self.capacity
+        excess = self._size + n - self.capacity
+        while excess > 0:
+            head = self._chunks[0]
+            if len(head) <= excess:
+                self._chunks.popleft()
+                self._size -= len(head)
+                self.dropped += len(head)
+                excess -= len(head)
+            else:
+                self._chunks[0] = head.take(excess)
+                self._size -= excess
+                self.dropped += excess
+                excess = 0
+        self._chunks.append(chunk)
+        self._size += n
+        self.high_water = max(self.high_water, self._size)
+        self._ready.set()
+
+    def close(self) -> None:
+        """No more input: `get` drains what is left, then returns None."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> SampleChunk | None:
+        while not self._chunks:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        return chunk

@@ -1,0 +1,6 @@
+"""Sources. Importing this package registers every built-in source type."""
+
+from . import lsl as lsl
+from .base import SOURCES, Source, SourceContext, SourceError
+
+__all__ = ["SOURCES", "Source", "SourceContext", "SourceError"]

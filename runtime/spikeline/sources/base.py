@@ -1,0 +1,52 @@
+"""What a source is: it opens a stream (learning its metadata), then hands chunks to the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..chunk import SampleChunk, StreamMeta
+from ..metrics import PipelineMetrics
+from ..params import Param
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+class SourceError(Exception):
+    """A source cannot start or continue (nothing found, wrong format, ...). The message says why."""
+
+
+@dataclass
+class SourceContext:
+    pipeline: str
+    budget_s: float
+    stale_s: float  # samples older than this when received are skipped (stale-data guard)
+    queue_s: float
+    metrics: PipelineMetrics
+
+
+class Source:
+    kind: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    summary: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            SOURCES[cls.kind] = cls
+
+    def __init__(self, p: dict[str, Any], ctx: SourceContext) -> None:
+        self.p = p
+        self.ctx = ctx
+
+    async def open(self) -> StreamMeta:
+        """Find and connect to the stream; raise SourceError with a clear message when it cannot."""
+        raise NotImplementedError
+
+    async def run(self, put: Callable[[SampleChunk], None]) -> None:
+        """Produce chunks with `put` (on the event loop thread) until `stop()` or end of stream."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask `run` to return soon (called on the event loop thread)."""

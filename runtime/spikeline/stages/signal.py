@@ -1,0 +1,155 @@
+"""Signal stages: channel selection, IIR filters (compiled SOS kernel), band power, decisions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..chunk import SampleChunk, StreamMeta
+from ..kernels import SOSFilter, design_bandpass, design_notch
+from ..params import Param
+from .base import Stage, StageError, channel_indices
+
+
+def _need_rate(meta: StreamMeta, what: str) -> float:
+    if meta.nominal_rate <= 0:
+        raise StageError(f"{what} needs a regular sampling rate; stream {meta.name!r} declares none")
+    return meta.nominal_rate
+
+
+class Select(Stage):
+    kind = "select"
+    summary = "keep the named channels, in the given order"
+    params = {"channels": Param("str_list", help="channel labels to keep",
+                                check=lambda v: None if v else "must name at least one channel")}
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        self._idx = np.asarray(channel_indices(meta, self.p["channels"], "channels"), dtype=np.intp)
+        units = tuple(meta.units[i] for i in self._idx) if meta.units else ()
+        self._out = meta.derive(channels=tuple(self.p["channels"]), units=units)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        return chunk.with_data(np.ascontiguousarray(chunk.data[:, self._idx]), self._out)
+
+
+class _SOSStage(Stage):
+    """A stage that runs one streaming SOS filter over every channel."""
+
+    def _sos(self, fs: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        fs = _need_rate(meta, self.kind)
+        try:
+            sos = self._sos(fs)
+        except ValueError as e:
+            raise StageError(f"{e} (stream {meta.name!r} runs at {fs:g} Hz)") from e
+        self._filter = SOSFilter(sos, meta.n_channels)
+        self._primed = not self.p["prime"]
+        return meta
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        if not self._primed and len(chunk):
+            # Start from the steady state for the first sample: no start-up transient on DC offsets.
+            self._filter.prime(chunk.data[0].astype(np.float64))
+            self._primed = True
+        return chunk.with_data(self._filter.step(chunk.data))
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._primed = not self.p["prime"]
+
+
+class Bandpass(_SOSStage):
+    kind = "bandpass"
+    summary = "causal Butterworth band-pass per channel (compiled SOS kernel, state across chunks)"
+    params = {
+        "low_hz": Param("number", min=0, min_exclusive=True, help="lower cut-off in Hz"),
+        "high_hz": Param("number", min=0, min_exclusive=True, help="upper cut-off in Hz"),
+        "order": Param("int", 4, min=1, max=12),
+        "prime": Param("bool", True, help="start from the steady state of the first sample"),
+    }
+
+    def _sos(self, fs: float) -> np.ndarray:
+        return design_bandpass(self.p["low_hz"], self.p["high_hz"], fs, self.p["order"])
+
+
+class Notch(_SOSStage):
+    kind = "notch"
+    summary = "IIR notch per channel (mains interference)"
+    params = {
+        "freq_hz": Param("number", 50.0, min=0, min_exclusive=True),
+        "q": Param("number", 30.0, min=0, min_exclusive=True),
+        "prime": Param("bool", True),
+    }
+
+    def _sos(self, fs: float) -> np.ndarray:
+        return design_notch(self.p["freq_hz"], fs, self.p["q"])
+
+
+class BandPower(Stage):
+    kind = "bandpower"
+    summary = "smoothed power per channel (x² through a one-pole low-pass), emitted every N samples"
+    params = {
+        "window_s": Param("number", 0.5, min=0, min_exclusive=True, help="time constant of the smoother"),
+        "every": Param("int", 1, min=1, help="emit one row per N input samples"),
+        "log10": Param("bool", False, help="emit log10(power) instead of power"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        fs = _need_rate(meta, self.kind)
+        a = 1.0 - math.exp(-1.0 / (self.p["window_s"] * fs))
+        # One-pole smoother y[n] = a x[n] + (1 - a) y[n-1] as one SOS section on the same compiled kernel.
+        sos = np.array([[a, 0.0, 0.0, 1.0, -(1.0 - a), 0.0]])
+        self._filter = SOSFilter(sos, meta.n_channels)
+        every = self.p["every"]
+        units = tuple(f"{u}²" if u else "" for u in meta.units)
+        self._out = meta.derive(nominal_rate=fs / every, units=units)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk | None:
+        sq = np.square(chunk.data)
+        self._filter.step(sq, out=sq)
+        every = self.p["every"]
+        if every > 1:
+            # Decimate on the source sample index, so the output does not depend on how input is chunked.
+            first = (every - 1 - chunk.seq) % every
+            if first >= len(chunk):
+                return None
+            chunk = chunk.with_data(sq).take(first, None, every)
+            sq = chunk.data
+        if self.p["log10"]:
+            np.log10(np.maximum(sq, np.finfo(np.float32).tiny), out=sq)
+        return chunk.with_data(sq, self._out)
+
+    def reset(self) -> None:
+        self._filter.reset()
+
+
+class Laterality(Stage):
+    kind = "laterality"
+    summary = "left/rest/right decision from the band power of two hemispheric channels (e.g. mu over C3/C4)"
+    params = {
+        "left": Param("str", "C3", help="channel over the left hemisphere"),
+        "right": Param("str", "C4", help="channel over the right hemisphere"),
+        "threshold": Param("number", 0.15, min=0, max=1, help="|index| above which a side is declared"),
+    }
+    CLASSES = ("left", "rest", "right")
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        self._l, self._r = channel_indices(meta, [self.p["left"], self.p["right"]], "left/right")
+        self._out = meta.derive(channels=("laterality",), units=("",), classes=self.CLASSES)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        # Imagined movement of one hand desynchronises the mu rhythm over the opposite hemisphere:
+        # left-hand imagery lowers power on the right channel, so (P_left - P_right) / sum > 0 means "left".
+        pl = chunk.data[:, self._l].astype(np.float64)
+        pr = chunk.data[:, self._r].astype(np.float64)
+        total = pl + pr
+        index = np.divide(pl - pr, total, out=np.zeros_like(total), where=total > 0)
+        th = self.p["threshold"]
+        label = np.where(index > th, 0, np.where(index < -th, 2, 1)).astype(np.int16)
+        return chunk.with_data(index.astype(np.float32)[:, None], self._out, label=label)
