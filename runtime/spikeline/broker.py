@@ -54,9 +54,14 @@ class EmbeddedBroker:
         self._loop = loop
         cfg = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            self._broker = Broker(cfg)
+            await self._broker.start()
+
         try:
-            self._broker = Broker(cfg, loop=loop)
-            loop.run_until_complete(self._broker.start())
+            loop.run_until_complete(start())
         except BaseException as e:
             self._error = e
             self._ready.set()
@@ -64,8 +69,16 @@ class EmbeddedBroker:
             return
         self._ready.set()
         loop.run_forever()
-        loop.run_until_complete(self._broker.shutdown())
+        loop.run_until_complete(self._shutdown())
         loop.close()
+
+    async def _shutdown(self) -> None:
+        await self._broker.shutdown()
+        # amqtt leaves its per-client handlers running: end them so their sockets close.
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread.is_alive():

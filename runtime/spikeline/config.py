@@ -96,7 +96,8 @@ class Config:
 
 
 def _component(table: object, registry: dict[str, Any], what: str, path: str,
-               problems: list[str]) -> ComponentConfig | None:
+               problems: list[str], named: bool = True) -> ComponentConfig | None:
+    """A typed table: `type` picks the component, `name` (stages and sinks) labels it, the rest are params."""
     if not isinstance(table, dict):
         problems.append(f"{path}: expected a table, got {type(table).__name__}")
         return None
@@ -107,11 +108,12 @@ def _component(table: object, registry: dict[str, Any], what: str, path: str,
     if kind not in registry:
         problems.append(f'{path}.type: unknown {what} type "{kind}"; known: {", ".join(sorted(registry))}')
         return None
-    name = table.get("name", kind)
+    name = table.get("name", kind) if named else kind
     if not isinstance(name, str) or _topic_safe(name):
         problems.append(f"{path}.name: expected a short name (letters, digits, _ or -), got {name!r}")
         name = kind
-    params = check_table(table, registry[kind].params, path, problems, ignore=("type", "name"))
+    params = check_table(table, registry[kind].params, path, problems,
+                         ignore=("type", "name") if named else ("type",))
     return ComponentConfig(kind, name, params, path)
 
 
@@ -149,7 +151,7 @@ def parse(doc: dict[str, Any], origin: str = "<memory>") -> Config:
         if "source" not in pt:
             problems.append(f"{path}.source: required table is missing ([pipeline.source])")
         else:
-            source = _component(pt["source"], SOURCES, "source", f"{path}.source", problems)
+            source = _component(pt["source"], SOURCES, "source", f"{path}.source", problems, named=False)
         stages_raw = pt.get("stages", [])
         if not isinstance(stages_raw, list):
             problems.append(f"{path}.stages: expected an array of tables ([[pipeline.stages]])")

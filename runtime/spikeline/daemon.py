@@ -46,8 +46,10 @@ class Daemon:
             tasks = [tg.create_task(p.run(), name=f"pipeline-{p.name}") for p in self.pipelines]
             metrics_task = tg.create_task(self._metrics_loop(), name="metrics")
             stop_wait = tg.create_task(self._stop.wait())
-            all_done = asyncio.gather(*tasks)
-            await asyncio.wait([stop_wait, all_done], return_when=asyncio.FIRST_COMPLETED)
+            running = set(tasks)
+            while running and not stop_wait.done():
+                _, running = await asyncio.wait(running | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                running.discard(stop_wait)
             await self._drain(tasks)
             metrics_task.cancel()
             stop_wait.cancel()

@@ -82,6 +82,7 @@ class Console:
 
 async def _subscribe(url: str, protocol: str, topic: str, console: Console, ready: asyncio.Event) -> None:
     import aiomqtt
+    from aiomqtt.exceptions import MqttConnectError
 
     from .mqtt import MqttSettings
 
@@ -97,7 +98,7 @@ async def _subscribe(url: str, protocol: str, topic: str, console: Console, read
                 async for msg in client.messages:
                     if isinstance(msg.payload, bytes):
                         console.on_result(msg.payload)
-        except aiomqtt.MqttConnectError as e:
+        except MqttConnectError as e:
             if i + 1 < len(versions) and e.rc in (1, 132):
                 continue
             raise

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttError
 import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -221,15 +222,22 @@ class MqttPublisher:
         )
 
     async def run(self) -> None:
-        """Connect, publish, reconnect with backoff, until `stop()`; then say offline and disconnect."""
-        want = {"auto": aiomqtt.ProtocolVersion.V5, "5": aiomqtt.ProtocolVersion.V5,
-                "3.1.1": aiomqtt.ProtocolVersion.V311}[self.s.protocol]
+        """Connect, publish, reconnect with backoff, until `stop()`; then say offline and disconnect.
+
+        protocol "auto": try MQTT 5 first; while no connection has succeeded, alternate with 3.1.1 (a 3.1.1-only
+        broker may refuse 5 cleanly, or not answer at all); once one works, keep it.
+        """
+        v5, v311 = aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311
+        want = v311 if self.s.protocol == "3.1.1" else v5
+        settled = self.s.protocol != "auto"
         delay = self.s.reconnect_min_s
         while not self._stopping:
+            up = False
             try:
                 async with self._client(want) as client:
+                    up = settled = True
                     self.stats.connects += 1
-                    self.stats.protocol = "5" if want == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+                    self.stats.protocol = "5" if want == v5 else "3.1.1"
                     self.stats.connected = True
                     self._connected.set()
                     log.info("connected to mqtt://%s:%d (MQTT %s)", self.s.host, self.s.port, self.stats.protocol)
@@ -237,23 +245,25 @@ class MqttPublisher:
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
                     for topic, payload in self._retained.items():
                         await client.publish(topic, payload, qos=1, retain=True)
-                    await self._pump(client, want == aiomqtt.ProtocolVersion.V5)
+                    await self._pump(client, want == v5)
                     if self._stopping:
                         await client.publish(self.status_topic, b"offline", qos=1, retain=True)
                     return
-            except aiomqtt.MqttConnectError as e:
+            except MqttError as e:
                 self.stats.last_error = str(e)
-                if (self.s.protocol == "auto" and want == aiomqtt.ProtocolVersion.V5
-                        and e.rc in (1, 132)):  # 3.1.1 "unacceptable protocol", 5 "unsupported protocol"
-                    log.warning("broker does not speak MQTT 5; using 3.1.1")
-                    want = aiomqtt.ProtocolVersion.V311
-                    continue
-                self.stats.connect_failures += 1
-                log.warning("mqtt connect to %s:%d failed: %s", self.s.host, self.s.port, e)
-            except aiomqtt.MqttError as e:
-                self.stats.last_error = str(e)
-                self.stats.connect_failures += 1
-                log.warning("mqtt connection lost: %s", e)
+                if up:
+                    log.warning("mqtt connection lost: %s", e)
+                else:
+                    self.stats.connect_failures += 1
+                    if not settled:
+                        other = v311 if want == v5 else v5
+                        log.info("MQTT %s connect failed (%s); trying %s", "5" if want == v5 else "3.1.1", e,
+                                 "3.1.1" if other == v311 else "5")
+                        want = other
+                        if want == v311:
+                            continue  # the fallback right away; back off only once both failed
+                    else:
+                        log.warning("mqtt connect to %s:%d failed: %s", self.s.host, self.s.port, e)
             finally:
                 self._connected.clear()
                 self.stats.connected = False

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs and run all of it:
+#   .venv with spikeline[test] (Cython kernels compiled), mosquitto from the distribution's packages,
+#   then the whole suite with the compiled kernels, then the kernel tests again with SPIKELINE_NO_EXT=1
+#   (pure-numpy references). Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tools/setup-env.sh
+
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    apt_install mosquitto
+fi
+# The tests start their own mosquitto on a free loopback port; a packaged service is not needed.
+
+python -m pip install -q -e ".[test]"
+
+# Broker and LSL tests may not skip: their resources were just installed. Tests that need the
+# recordings in ../shared/data skip with a reason on a fresh clone, but never in CI.
+export SPIKELINE_REQUIRE_ALL=1
+if [ "${CI:-}" != "true" ] && [ ! -d ../shared/data ] && [ -z "${SPIKELINE_DATA:-}" ]; then
+    export SPIKELINE_REQUIRE_DATA=0
+fi
+
+echo "== spikeline tests (compiled kernels)"
+python -m pytest "$@"
+echo "== kernel tests with the pure-numpy references (SPIKELINE_NO_EXT=1)"
+SPIKELINE_NO_EXT=1 python -m pytest -m kernel "$@"
