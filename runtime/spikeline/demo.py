@@ -37,8 +37,8 @@ def demo_config(args: argparse.Namespace, url: str, protocol: str, stream: str) 
             "stages": [
                 {"type": "bandpass", "low_hz": 8.0, "high_hz": 30.0, "order": 4},
                 {"type": "select", "channels": ["C3", "C4"]},
-                {"type": "bandpower", "window_s": 0.5, "every": every},
-                {"type": "laterality", "left": "C3", "right": "C4", "threshold": 0.15},
+                {"type": "bandpower", "window_s": 1.0, "every": every},
+                {"type": "laterality", "left": "C3", "right": "C4", "threshold": 0.2},
             ],
             "sinks": [{"type": "mqtt"}],
         }],

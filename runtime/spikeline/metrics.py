@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,7 @@ class PipelineMetrics:
     stages: dict[str, LatencyHistogram] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
     sink_counters: dict[str, dict[str, int]] = field(default_factory=dict)
-    _t_window: float = 0.0
+    _t_window: float = field(default_factory=time.monotonic)
 
     def count_in(self, n: int) -> None:
         self.samples_in += n
@@ -148,7 +149,7 @@ class PipelineMetrics:
 
     def report(self, now: float) -> dict[str, Any]:
         """Snapshot for the metrics topic and the console; starts a new window."""
-        w, dt = self.window, (now - self._t_window if self._t_window else 0.0)
+        w, dt = self.window, now - self._t_window
         out: dict[str, Any] = {
             "pipeline": self.pipeline,
             "budget_ms": round(self.budget_s * 1e3, 3),

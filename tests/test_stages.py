@@ -1,0 +1,112 @@
+"""Stages without the runtime: chunks in, chunks out, compared with offline computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from spikeline.chunk import SampleChunk, StreamMeta
+from spikeline.stages import StageError, build_stage
+from spikeline.synth import SCRIPT, SyntheticEEG
+
+RATE = 250.0
+
+
+def stream(x: np.ndarray, labels: tuple[str, ...], rate: float = RATE) -> StreamMeta:
+    return StreamMeta("test", "EEG", labels, rate, units=("microvolts",) * len(labels))
+
+
+def chunks(x: np.ndarray, meta: StreamMeta, sizes: list[int]) -> list[SampleChunk]:
+    out, i = [], 0
+    t = np.arange(len(x)) / meta.nominal_rate
+    for n in sizes:
+        out.append(SampleChunk(np.ascontiguousarray(x[i:i + n], dtype=np.float32), t[i:i + n], t[i:i + n].copy(),
+                               i, meta))
+        i += n
+    assert i == len(x)
+    return out
+
+
+def run(kinds: list[tuple[str, dict]], x: np.ndarray, meta: StreamMeta, sizes: list[int]) -> list[SampleChunk]:
+    stages = [build_stage(k, p) for k, p in kinds]
+    m = meta
+    for st in stages:
+        m = st.start(m)
+    outs = []
+    for c in chunks(x, meta, sizes):
+        out: SampleChunk | None = c
+        for st in stages:
+            assert out is not None
+            out = st.process(out)
+            if out is None:
+                break
+        if out is not None and len(out):
+            outs.append(out)
+    return outs
+
+
+def random_sizes(rng: np.random.Generator, n: int) -> list[int]:
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(min(rng.integers(1, 40), n - sum(sizes))))
+    return sizes
+
+
+def test_bandpass_stage_equals_scipy_from_the_primed_state() -> None:
+    x = SyntheticEEG(n_channels=4, rate=RATE, seed=3).next(3000)
+    meta = stream(x, ("C3", "C4", "Cz", "Pz"))
+    outs = run([("bandpass", {"low_hz": 8, "high_hz": 30})], x, meta, [1000, 1, 999, 1000])
+    got = np.concatenate([o.data for o in outs])
+    sos = scipy.signal.butter(4, [8, 30], btype="bandpass", fs=RATE, output="sos")
+    x64 = x.astype(np.float64)
+    want, _ = scipy.signal.sosfilt(sos, x64, axis=0, zi=scipy.signal.sosfilt_zi(sos)[:, :, None] * x64[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 rounding of input and output only
+
+
+def test_bandpower_is_chunk_invariant_and_matches_the_offline_smoother() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2000, 3)).astype(np.float32)
+    meta = stream(x, ("a", "b", "c"))
+    p = {"window_s": 0.2, "every": 7}
+    whole = run([("bandpower", p)], x, meta, [2000])
+    parts = run([("bandpower", p)], x, meta, random_sizes(rng, 2000))
+    a = np.concatenate([o.data for o in whole])
+    b = np.concatenate([o.data for o in parts])
+    assert np.array_equal(a, b)
+    assert np.concatenate([o.seqs() for o in parts]).tolist() == list(range(6, 2000, 7))
+    alpha = 1 - np.exp(-1 / (0.2 * RATE))
+    want = scipy.signal.lfilter([alpha], [1, -(1 - alpha)], x.astype(np.float64) ** 2, axis=0)[6::7]
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-7)
+    assert whole[0].meta.nominal_rate == pytest.approx(RATE / 7)
+
+
+def test_laterality_follows_the_imagery_script() -> None:
+    gen = SyntheticEEG(n_channels=8, rate=RATE, seed=11, epoch_s=4.0)
+    n = int(RATE * 4 * 8)  # two full rest/left/rest/right cycles
+    x = gen.next(n)
+    meta = stream(x, gen.labels)
+    outs = run([("bandpass", {"low_hz": 8, "high_hz": 30}), ("select", {"channels": ["C3", "C4"]}),
+                ("bandpower", {"window_s": 1.0, "every": 25}), ("laterality", {"threshold": 0.2})],
+               x, meta, [50] * (n // 50))
+    labels = np.concatenate([o.label for o in outs if o.label is not None])
+    seqs = np.concatenate([o.seqs() for o in outs])
+    classes = outs[0].meta.classes
+    truth = np.array([SCRIPT[int(s / (4 * RATE)) % 4] for s in seqs])
+    settled = (seqs % int(4 * RATE)) >= RATE * 1.5  # the 1 s smoother needs time after each switch
+    got = np.array(classes)[labels]
+    for state in ("left", "right"):
+        sel = settled & (truth == state)
+        assert np.mean(got[sel] == state) > 0.9, state
+    assert np.mean(got[settled & (truth == "rest")] == "rest") > 0.6
+
+
+def test_stage_errors_name_the_parameter_and_the_stream() -> None:
+    meta = stream(np.zeros((1, 2)), ("C3", "C4"))
+    with pytest.raises(StageError, match=r"channels \['Oz'\] not in stream") as e:
+        build_stage("select", {"channels": ["C3", "Oz"]}).start(meta)
+    assert e.value.param == "channels"
+    with pytest.raises(StageError, match="runs at 250 Hz"):
+        build_stage("bandpass", {"low_hz": 8, "high_hz": 200}).start(meta)
+    with pytest.raises(StageError, match="needs a regular sampling rate"):
+        build_stage("bandpass", {"low_hz": 8, "high_hz": 30}).start(meta.derive(nominal_rate=0.0))
