@@ -79,6 +79,12 @@ class EmbeddedBroker:
         for t in rest:
             t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
+        # ... and it does not close their transports: close what is still open on this private loop.
+        loop = asyncio.get_running_loop()
+        for transport in list(getattr(loop, "_transports", {}).values()):
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        await asyncio.sleep(0.01)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread.is_alive():
