@@ -74,6 +74,11 @@ def test_histogram_percentiles_within_bucket_resolution() -> None:
         # reported as the upper edge of the bucket holding it: never below, at most one bucket (4.4 %) above
         assert exact <= h.percentile(q) <= exact * 2 ** (1 / 16) * 1.0001
     assert h.max == v.max() and h.count == v.size and h.sum == pytest.approx(v.sum())
+    w = h.window()
+    assert (w.count, w.percentile(50)) == (h.count, h.percentile(50))
+    h.record([0.25] * 3)
+    w = h.window()
+    assert (w.count, w.max, w.percentile(50)) == (3, 0.25, 0.25)
 
 
 def test_histogram_scalar_and_vector_paths_agree() -> None:

@@ -21,47 +21,60 @@ class LatencyHistogram:
     """Log-bucketed histogram of durations in seconds (HDR-style, ≈4 % resolution).
 
     Percentiles are reported as the upper edge of the bucket holding them (never optimistic),
-    clipped to the exact maximum. Count, sum, min and max are exact.
+    clipped to the exact maximum. Count, sum and max are exact. `window()` gives the histogram of what
+    was recorded since the previous call, from one set of counts (no second histogram to feed).
     """
 
-    __slots__ = ("count", "counts", "max", "min", "sum")
+    __slots__ = ("_mark", "count", "counts", "max", "sum", "window_max")
 
     def __init__(self) -> None:
         self.counts = np.zeros(_N, dtype=np.int64)
         self.count = 0
         self.sum = 0.0
         self.max = 0.0
-        self.min = math.inf
+        self.window_max = 0.0
+        self._mark: tuple[npt.NDArray[np.int64], int, float] = (self.counts.copy(), 0, 0.0)
 
     def record(self, seconds: npt.ArrayLike) -> None:
         v = np.asarray(seconds, dtype=np.float64).ravel()
-        if v.size == 0:
+        if v.size <= 8:  # the common case (a result or a few): scalar maths beats numpy's call overhead
+            for x in v.tolist():
+                self.record_one(x)
             return
         v = np.where(np.isfinite(v), v, 0.0)
-        us = np.maximum(v * 1e6, 1.0)
-        idx = np.minimum((np.log2(us) * _SUB).astype(np.intp), _N - 1)
-        np.add.at(self.counts, idx, 1)
+        idx = np.minimum((np.log2(np.maximum(v * 1e6, 1.0)) * _SUB).astype(np.intp), _N - 1)
+        self.counts += np.bincount(idx, minlength=_N)
         self.count += int(v.size)
         self.sum += float(v.sum())
-        self.max = max(self.max, float(v.max()))
-        self.min = min(self.min, float(v.min()))
+        vmax = float(v.max())
+        self.max = max(self.max, vmax)
+        self.window_max = max(self.window_max, vmax)
 
     def record_one(self, seconds: float) -> None:
-        """One value without numpy overhead (per-chunk stage timings)."""
-        us = seconds * 1e6 if math.isfinite(seconds) else 0.0
+        """One value without numpy overhead."""
+        if not math.isfinite(seconds):
+            seconds = 0.0
+        us = seconds * 1e6
         i = min(int(math.log2(us) * _SUB), _N - 1) if us > 1.0 else 0
         self.counts[i] += 1
         self.count += 1
         self.sum += seconds
-        self.max = max(self.max, seconds)
-        self.min = min(self.min, seconds)
+        if seconds > self.max:
+            self.max = seconds
+        if seconds > self.window_max:
+            self.window_max = seconds
 
-    def merge(self, other: LatencyHistogram) -> None:
-        self.counts += other.counts
-        self.count += other.count
-        self.sum += other.sum
-        self.max = max(self.max, other.max)
-        self.min = min(self.min, other.min)
+    def window(self) -> LatencyHistogram:
+        """What was recorded since the last call (or since creation); starts a new window."""
+        counts, count, total = self._mark
+        w = LatencyHistogram()
+        w.counts = self.counts - counts
+        w.count = self.count - count
+        w.sum = self.sum - total
+        w.max = w.window_max = self.window_max
+        self._mark = (self.counts.copy(), self.count, self.sum)
+        self.window_max = 0.0
+        return w
 
     def percentile(self, q: float) -> float:
         """q in [0, 100]; NaN when empty."""
@@ -90,18 +103,8 @@ class LatencyHistogram:
 
 
 @dataclass
-class Window:
-    """Histograms and counters since the last report (the live view)."""
-
-    runtime: LatencyHistogram = field(default_factory=LatencyHistogram)
-    age: LatencyHistogram = field(default_factory=LatencyHistogram)
-    results: int = 0
-    samples_in: int = 0
-
-
-@dataclass
 class PipelineMetrics:
-    """Everything a pipeline counts. Totals since start plus a window since the last `report()`."""
+    """Everything a pipeline counts: totals since start, and rates/percentiles since the last `report()`."""
 
     pipeline: str
     budget_s: float
@@ -117,13 +120,12 @@ class PipelineMetrics:
     runtime: LatencyHistogram = field(default_factory=LatencyHistogram)
     age: LatencyHistogram = field(default_factory=LatencyHistogram)
     stages: dict[str, LatencyHistogram] = field(default_factory=dict)
-    window: Window = field(default_factory=Window)
     sink_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     _t_window: float = field(default_factory=time.monotonic)
+    _window_counts: tuple[int, int] = (0, 0)  # samples_in, results at the start of the window
 
     def count_in(self, n: int) -> None:
         self.samples_in += n
-        self.window.samples_in += n
 
     def record_stage(self, name: str, seconds: float) -> None:
         h = self.stages.get(name)
@@ -138,27 +140,25 @@ class PipelineMetrics:
         age = t_pub - t_sample
         self.runtime.record(runtime)
         self.age.record(age)
-        self.window.runtime.record(runtime)
-        self.window.age.record(age)
-        n = int(runtime.size)
-        self.results += n
-        self.window.results += n
+        self.results += int(np.size(runtime))
         self.deadline_misses += int(np.count_nonzero(runtime > self.budget_s))
         if self.max_age_s is not None:
             self.age_misses += int(np.count_nonzero(age > self.max_age_s))
 
     def report(self, now: float) -> dict[str, Any]:
         """Snapshot for the metrics topic and the console; starts a new window."""
-        w, dt = self.window, now - self._t_window
+        dt = now - self._t_window
+        samples0, results0 = self._window_counts
+        n_in, n_out = self.samples_in - samples0, self.results - results0
         out: dict[str, Any] = {
             "pipeline": self.pipeline,
             "budget_ms": round(self.budget_s * 1e3, 3),
             "window_s": round(dt, 3),
             "rate": {
-                "samples_per_s": round(w.samples_in / dt, 2) if dt > 0 else None,
-                "results_per_s": round(w.results / dt, 2) if dt > 0 else None,
+                "samples_per_s": round(n_in / dt, 2) if dt > 0 else None,
+                "results_per_s": round(n_out / dt, 2) if dt > 0 else None,
             },
-            "latency_ms": {"runtime": w.runtime.summary_ms(), "age": w.age.summary_ms()},
+            "latency_ms": {"runtime": self.runtime.window().summary_ms(), "age": self.age.window().summary_ms()},
             "latency_ms_total": {"runtime": self.runtime.summary_ms(), "age": self.age.summary_ms()},
             "stage_ms": {k: h.summary_ms() for k, h in self.stages.items()},
             "counters": {
@@ -173,6 +173,6 @@ class PipelineMetrics:
             },
             "sinks": {k: dict(v) for k, v in self.sink_counters.items()},
         }
-        self.window = Window()
+        self._window_counts = (self.samples_in, self.results)
         self._t_window = now
         return out
