@@ -101,3 +101,24 @@ def test_metrics_count_misses_against_the_budget() -> None:
     r = m.report(1.0)
     assert r["counters"]["deadline_misses"] == 1 and r["latency_ms"]["runtime"]["n"] == 4
     assert m.report(2.0)["latency_ms"]["runtime"]["n"] == 0  # a new window
+
+
+def test_result_payload_is_valid_json_and_round_trips_float32() -> None:
+    import json
+
+    from spikeline.mqtt import encode_result
+
+    rng = np.random.default_rng(2)
+    data = (rng.standard_normal((3, 2)) * 1e3).astype(np.float32)
+    data[1, 0] = np.nan
+    data[2, 1] = -np.inf
+    t = np.array([1.0, 2.0, 3.0])
+    c = SampleChunk(data, t, t + 0.001, 40, META.derive(classes=("a", "b")), label=np.array([1, 0, 1], np.int16),
+                    stride=5, t_done=3.5)
+    msgs = [json.loads(encode_result({"node": "n"}, c, i, 4.0)) for i in range(3)]
+    assert [m["seq"] for m in msgs] == [40, 45, 50]
+    assert [m["label"] for m in msgs] == ["b", "a", "b"]
+    assert np.array(msgs[0]["values"], dtype=np.float32).tobytes() == data[0].tobytes()
+    assert msgs[1]["values"][0] is None and msgs[2]["values"][1] is None
+    assert msgs[0]["latency_ms"] == {"runtime": pytest.approx(2999.0), "age": pytest.approx(3000.0)}
+    assert (msgs[0]["t_sample"], msgs[0]["t_recv"], msgs[0]["t_done"], msgs[0]["t_pub"]) == (1.0, 1.001, 3.5, 4.0)

@@ -113,6 +113,15 @@ class PublisherStats:
     last_error: str = ""
 
 
+def json_floats(row: np.ndarray) -> str:
+    """A float32 row as a JSON array: 9 significant digits round-trip float32 exactly, at half the
+    length of Python's float64 repr; NaN and ±inf (not JSON) become null."""
+    vals = row.tolist()
+    if np.isfinite(row).all():
+        return "[" + ",".join([f"{x:.9g}" for x in vals]) + "]"
+    return "[" + ",".join([f"{x:.9g}" if math.isfinite(x) else "null" for x in vals]) + "]"
+
+
 def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float) -> bytes:
     """One result message (JSON). Field meanings are documented in README.md ("Result payload")."""
     t_sample = float(chunk.t[i])
@@ -120,7 +129,6 @@ def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float
     msg = {
         **head,
         "seq": int(chunk.seq + i * chunk.stride),
-        "values": chunk.data[i].tolist(),
         "t_sample": t_sample,
         "t_recv": t_recv,
         "t_done": chunk.t_done,
@@ -129,7 +137,8 @@ def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float
     }
     if chunk.label is not None:
         msg["label"] = chunk.meta.classes[int(chunk.label[i])]
-    return json.dumps(msg, separators=(",", ":")).encode()
+    text = json.dumps(msg, separators=(",", ":"))
+    return f'{text[:-1]},"values":{json_floats(chunk.data[i])}}}'.encode()
 
 
 class MqttPublisher:
