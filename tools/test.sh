@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs and run all of it:
-#   .venv with spikeline[test] (Cython kernels compiled), mosquitto from the distribution's packages,
+#   .venv with spikeline[dev] (Cython kernels compiled), lint (ruff, mypy, cython-lint), mosquitto from the distribution's packages,
 #   then the whole suite with the compiled kernels, then the kernel tests again with SPIKELINE_NO_EXT=1
 #   (pure-numpy references). Extra arguments go to both pytest runs.
 set -euo pipefail
@@ -12,7 +12,12 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 # The tests start their own mosquitto on a free loopback port; a packaged service is not needed.
 
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[dev]"
+
+echo "== lint: ruff, mypy (strict, on the package), cython-lint"
+ruff check runtime tests tools
+mypy
+cython-lint ext/
 
 # Broker and LSL tests may not skip: their resources were just installed. Tests that need the
 # recordings in ../shared/data skip with a reason on a fresh clone, but never in CI.

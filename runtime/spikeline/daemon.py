@@ -46,7 +46,7 @@ class Daemon:
             tasks = [tg.create_task(p.run(), name=f"pipeline-{p.name}") for p in self.pipelines]
             metrics_task = tg.create_task(self._metrics_loop(), name="metrics")
             stop_wait = tg.create_task(self._stop.wait())
-            running = set(tasks)
+            running: set[asyncio.Future[Any]] = set(tasks)
             while running and not stop_wait.done():
                 _, running = await asyncio.wait(running | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 running.discard(stop_wait)
@@ -68,7 +68,7 @@ class Daemon:
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         for p in self.pipelines:
             p.stop()
-        done, pending = await asyncio.wait(tasks, timeout=self.cfg.drain_s) if tasks else (set(), set())
+        _, pending = await asyncio.wait(tasks, timeout=self.cfg.drain_s) if tasks else (set(), set())
         for t in pending:
             log.warning("%s did not drain within %.1f s; cancelling", t.get_name(), self.cfg.drain_s)
             t.cancel()

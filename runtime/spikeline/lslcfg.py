@@ -8,6 +8,7 @@ file of its own.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from importlib import resources
@@ -41,6 +42,4 @@ def configure(choice: str = "loopback") -> str:
 def import_pylsl(choice: str = "loopback") -> ModuleType:
     """Import pylsl after making sure the chosen liblsl configuration is in force."""
     configure(choice)
-    import pylsl
-
-    return pylsl
+    return importlib.import_module("pylsl")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -26,8 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
-from aiomqtt.exceptions import MqttError
 import numpy as np
+from aiomqtt.exceptions import MqttError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -154,6 +155,7 @@ class MqttPublisher:
         self._buf: deque[_Batch] = deque()
         self._buffered = 0
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing waits to be published
         self._connected = asyncio.Event()
         self._stopping = False
         self._retained: dict[str, bytes] = {}  # topic -> payload, (re)sent on every connect
@@ -199,20 +201,13 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
     # -- connection loop --------------------------------------------------------------------------
 
     def _client(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
         s = self.s
         will_props = None
         if protocol == aiomqtt.ProtocolVersion.V5:
-            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
             will_props.ContentType = "text/plain"
         tls_context = ssl.create_default_context() if s.tls else None
         return aiomqtt.Client(
@@ -291,9 +286,9 @@ class MqttPublisher:
                 self._control.popleft()
             if self._buf:
                 b = self._buf[0]
-                props = props_cache.get(b.expiry_s, None) if v5 else None
+                props = props_cache.get(b.expiry_s) if v5 else None
                 if v5 and b.expiry_s not in props_cache:
-                    props = Properties(PacketTypes.PUBLISH)
+                    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                     props.ContentType = "application/json"
                     props.UserProperty = [("schema", RESULT_SCHEMA)]
                     if b.expiry_s > 0:
@@ -321,10 +316,12 @@ class MqttPublisher:
                 self._flush_latency(b)
                 self._buf.popleft()
                 continue
+            self._drained.set()
             if self._stopping:
                 return
             self._wake.clear()
             await self._wake.wait()
+            self._drained.clear()
 
     def _flush_latency(self, b: _Batch) -> None:
         """Record latency of the rows of `b` that were published (dropped rows count as drops, not latency)."""
@@ -339,9 +336,9 @@ class MqttPublisher:
         """Publish what is buffered (up to the deadline); count what is left; `run()` then says offline."""
         self._stopping = True
         self._wake.set()
-        end = time.monotonic() + deadline_s
-        while (self._buf or self._control) and time.monotonic() < end and self._connected.is_set():
-            await asyncio.sleep(0.005)
+        if self._connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), deadline_s)
         while self._buf:
             b = self._buf.popleft()
             self.stats.dropped_shutdown += b.remaining

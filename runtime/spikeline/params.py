@@ -83,10 +83,10 @@ class Param:
             v = out
         else:  # pragma: no cover - programming error in a Param declaration
             raise ValueError(f"unknown Param kind {k!r}")
-        if self.min is not None and isinstance(v, int | float):
-            if v < self.min or (self.min_exclusive and v == self.min):
-                op = ">" if self.min_exclusive else ">="
-                return None, f"must be {op} {self.min:g}, got {v:g}"
+        if self.min is not None and isinstance(v, int | float) and (
+                v < self.min or (self.min_exclusive and v == self.min)):
+            op = ">" if self.min_exclusive else ">="
+            return None, f"must be {op} {self.min:g}, got {v:g}"
         if self.max is not None and isinstance(v, int | float) and v > self.max:
             return None, f"must be <= {self.max:g}, got {v:g}"
         if self.choices and v not in self.choices:

@@ -125,20 +125,20 @@ class Pipeline:
         perf = time.perf_counter
         m = self.metrics
         while (chunk := await self.queue.get()) is not None:
-            out: SampleChunk | None = chunk
+            out = chunk
             for st in self.stages:
                 t0 = perf()
                 try:
-                    out = st.process(out)
+                    res = st.process(out)
                 except Exception as e:
                     m.stage_errors += 1
                     raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed on samples "
                                        f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {e}") from e
                 m.record_stage(st.name, perf() - t0)
-                if out is None or len(out) == 0:
+                if res is None or len(res) == 0:
                     break
+                out = res
             else:
-                assert out is not None
                 out.t_done = clock()
                 for sink in self.sinks:
                     sink.submit(out)

@@ -64,7 +64,6 @@ class _LineSink(Sink):
 class StdoutSink(_LineSink):
     kind = "stdout"
     summary = "results as JSON lines on standard output"
-    params: dict[str, Param] = {}
 
     def __init__(self, p: dict[str, Any], ctx: SinkContext, primary: bool) -> None:
         super().__init__(p, ctx, primary)
