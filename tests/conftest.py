@@ -57,21 +57,24 @@ def mosquitto_binary() -> str | None:
 class Mosquitto:
     """A real mosquitto on 127.0.0.1, TCP_NODELAY on, persistence off. Can be killed and restarted."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persistence: bool = False) -> None:
         binary = mosquitto_binary()
         assert binary is not None
         self.binary = binary
         self.port = free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.log = workdir / f"mosquitto-{self.port}.log"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            "persistence false\n"
-            "max_queued_messages 100000\n"
-            f"log_dest file {self.log}\n"
-        )
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "set_tcp_nodelay true",
+            *(["persistence true", f"persistence_location {workdir}/"] if persistence else ["persistence false"]),
+            "max_queued_messages 100000",
+            f"log_dest file {self.log}",
+            # started as root, mosquitto would switch to user "mosquitto", who cannot write in tmp_path
+            *(["user root"] if os.geteuid() == 0 else []),
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,6 +108,22 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     m = Mosquitto(tmp_path).start()
     yield m
     m.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[type[Mosquitto]]:
+    """Make brokers of your own (e.g. with persistence, to restart them); all are stopped at the end."""
+    need(mosquitto_binary() is not None, "mosquitto is not installed (tools/test.sh installs it)")
+    made: list[Mosquitto] = []
+
+    def make(persistence: bool = False) -> Mosquitto:
+        m = Mosquitto(tmp_path, persistence)
+        made.append(m)
+        return m
+
+    yield make  # type: ignore[misc]
+    for m in made:
+        m.stop()
 
 
 @pytest.fixture
