@@ -178,11 +178,15 @@ class LslSource(Source):
                 steps = np.diff(t, prepend=t[0] if last_t is None else last_t) * rate
                 m.source_gaps += int(np.sum(np.maximum(np.rint(steps[steps > 1.5]) - 1, 0)))
             last_t = float(t[-1])
-            # Stale-data guard: a backlog older than the budget is skipped to the newest sample.
+            # Stale-data guard: a backlog older than `stale_s` is skipped to the newest sample. When all of
+            # this pull is stale and more is already waiting, all of it goes (the newest is further on).
             first = int(np.searchsorted(t, t_recv - stale_s, side="left")) if stale_s > 0 else 0
+            if first == n and inlet.samples_available() > 0:
+                m.dropped_stale += n
+                seq += n
+                continue
             first = min(first, n - 1)
-            if first:
-                m.dropped_stale += first
+            m.dropped_stale += first
             data = buf[first:n].astype(np.float32)  # a fresh array: the buffer is reused next pull
             emit(SampleChunk(data=data, t=t[first:], t_recv=np.full(n - first, t_recv), seq=seq + first,
                              meta=meta))

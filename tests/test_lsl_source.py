@@ -1,0 +1,70 @@
+"""The LSL source on its own: resolution, stream metadata, the stale-data guard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikeline.config import parse
+from spikeline.lslcfg import import_pylsl
+from spikeline.pipeline import Pipeline, State
+from spikeline.synth import LslEEGOutlet
+
+pytestmark = [pytest.mark.lsl]
+
+
+async def test_backlog_older_than_the_guard_is_skipped_to_the_newest_and_counted(tmp_path: Path) -> None:
+    pylsl = import_pylsl()
+    sid = f"sid-{uuid.uuid4().hex[:8]}"
+    outlet = LslEEGOutlet(f"stale-{sid}", n_channels=3, rate=100.0, source_id=sid, chunk=1)
+    out = tmp_path / "r.jsonl"
+    cfg = parse({"pipeline": [{
+        "name": "p", "budget_ms": 20, "stale_ms": 100,
+        "source": {"type": "lsl", "stream_type": "EEG", "source_id": sid, "resolve_timeout_s": 5},
+        "sinks": [{"type": "jsonl", "path": str(out)}]}]})
+    p = Pipeline(cfg.pipelines[0], node="n")
+    task = asyncio.create_task(p.run())
+    try:
+        assert await asyncio.to_thread(outlet.have_consumers, 10.0)
+        assert p.meta_in is not None
+        assert p.meta_in.channels == ("C3", "C4", "Cz") and p.meta_in.units == ("microvolts",) * 3
+        assert (p.meta_in.nominal_rate, p.meta_in.source_id) == (100.0, sid)
+        # 100 samples whose timestamps end 5 s ago: a backlog. Then 10 fresh ones.
+        old = np.arange(300, dtype=np.float32).reshape(100, 3)
+        outlet.outlet.push_chunk(old, pylsl.local_clock() - 5.0)
+        await asyncio.sleep(0.3)
+        outlet.outlet.push_chunk(np.ones((10, 3), np.float32))
+        async with asyncio.timeout(10):
+            while p.metrics.results < 11:
+                await asyncio.sleep(0.02)
+    finally:
+        p.stop()
+        await asyncio.wait_for(task, 5)
+        outlet.close()
+    assert p.state == State.STOPPED
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["seq"] for r in rows] == [99, *range(100, 110)]
+    assert rows[0]["values"] == [297.0, 298.0, 299.0]  # the newest stale sample is kept
+    assert p.metrics.dropped_stale == 99 and p.metrics.samples_in == 11
+    assert rows[0]["latency_ms"]["age"] > 4000
+
+
+async def test_nothing_found_is_reported_with_what_is_visible() -> None:
+    name = f"present-{uuid.uuid4().hex[:6]}"
+    outlet = LslEEGOutlet(name, n_channels=2)
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 20,
+                               "source": {"type": "lsl", "name": "absent", "resolve_timeout_s": 0.3},
+                               "sinks": [{"type": "stdout"}]}]})
+    p = Pipeline(cfg.pipelines[0], node="n")
+    try:
+        await asyncio.wait_for(p.run(), 10)
+    finally:
+        outlet.close()
+    assert p.state == State.FAILED
+    assert "no LSL stream matching name='absent' within 0.3 s" in p.error
+    assert f"'{name}' (EEG, 2 ch)" in p.error
