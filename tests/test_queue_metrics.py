@@ -104,9 +104,7 @@ def test_metrics_count_misses_against_the_budget() -> None:
 
 
 def test_result_payload_is_valid_json_and_round_trips_float32() -> None:
-    import json
-
-    from spikeline.mqtt import encode_result
+    from spikeline.result import decode_result, encode_result
 
     rng = np.random.default_rng(2)
     data = (rng.standard_normal((3, 2)) * 1e3).astype(np.float32)
@@ -115,10 +113,12 @@ def test_result_payload_is_valid_json_and_round_trips_float32() -> None:
     t = np.array([1.0, 2.0, 3.0])
     c = SampleChunk(data, t, t + 0.001, 40, META.derive(classes=("a", "b")), label=np.array([1, 0, 1], np.int16),
                     stride=5, t_done=3.5)
-    msgs = [json.loads(encode_result({"node": "n"}, c, i, 4.0)) for i in range(3)]
+    msgs = [decode_result(encode_result({"node": "n", "pipeline": "p"}, c, i, 4.0)) for i in range(3)]
     assert [m["seq"] for m in msgs] == [40, 45, 50]
     assert [m["label"] for m in msgs] == ["b", "a", "b"]
     assert np.array(msgs[0]["values"], dtype=np.float32).tobytes() == data[0].tobytes()
     assert msgs[1]["values"][0] is None and msgs[2]["values"][1] is None
     assert msgs[0]["latency_ms"] == {"runtime": pytest.approx(2999.0), "age": pytest.approx(3000.0)}
     assert (msgs[0]["t_sample"], msgs[0]["t_recv"], msgs[0]["t_done"], msgs[0]["t_pub"]) == (1.0, 1.001, 3.5, 4.0)
+    with pytest.raises(ValueError, match="missing"):
+        decode_result(b'{"seq": 1}')

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -20,6 +19,7 @@ from . import lslcfg
 from .cli import serve
 from .config import parse
 from .daemon import Daemon
+from .result import Result, decode_result
 
 log = logging.getLogger("spikeline.demo")
 
@@ -56,11 +56,11 @@ class Console:
         self.out = out
         self.t0 = time.monotonic()
         self.received = 0
-        self.last: dict[str, Any] | None = None
+        self.last: Result | None = None
 
     def on_result(self, payload: bytes) -> None:
         self.received += 1
-        self.last = json.loads(payload)
+        self.last = decode_result(payload)
 
     def on_metrics(self, reports: list[dict[str, Any]]) -> None:
         for r in reports:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import random
@@ -35,11 +34,11 @@ from paho.mqtt.properties import Properties
 from .chunk import SampleChunk
 from .metrics import PipelineMetrics
 from .params import Param
+from .result import RESULT_SCHEMA, encode_result
 
 log = logging.getLogger("spikeline.mqtt")
 
 TOPIC_ROOT = "spikeline"
-RESULT_SCHEMA = "spikeline.result/1"
 
 MQTT_PARAMS: dict[str, Param] = {
     "url": Param("str", "mqtt://127.0.0.1:1883", help="mqtt://host:port or mqtts://host:port",
@@ -112,34 +111,6 @@ class PublisherStats:
     protocol: str = ""
     connected: bool = False
     last_error: str = ""
-
-
-def json_floats(row: np.ndarray) -> str:
-    """A float32 row as a JSON array: 9 significant digits round-trip float32 exactly, at half the
-    length of Python's float64 repr; NaN and ±inf (not JSON) become null."""
-    vals = row.tolist()
-    if np.isfinite(row).all():
-        return "[" + ",".join([f"{x:.9g}" for x in vals]) + "]"
-    return "[" + ",".join([f"{x:.9g}" if math.isfinite(x) else "null" for x in vals]) + "]"
-
-
-def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float) -> bytes:
-    """One result message (JSON). Field meanings are documented in README.md ("Result payload")."""
-    t_sample = float(chunk.t[i])
-    t_recv = float(chunk.t_recv[i])
-    msg = {
-        **head,
-        "seq": int(chunk.seq + i * chunk.stride),
-        "t_sample": t_sample,
-        "t_recv": t_recv,
-        "t_done": chunk.t_done,
-        "t_pub": t_pub,
-        "latency_ms": {"runtime": (t_pub - t_recv) * 1e3, "age": (t_pub - t_sample) * 1e3},
-    }
-    if chunk.label is not None:
-        msg["label"] = chunk.meta.classes[int(chunk.label[i])]
-    text = json.dumps(msg, separators=(",", ":"))
-    return f'{text[:-1]},"values":{json_floats(chunk.data[i])}}}'.encode()
 
 
 class MqttPublisher:

@@ -11,8 +11,9 @@ from typing import IO, Any
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
-from ..mqtt import encode_result, expiry_from_budget
+from ..mqtt import expiry_from_budget
 from ..params import Param
+from ..result import RESULT_SCHEMA, encode_result
 from .base import Sink, SinkContext
 
 
@@ -36,7 +37,7 @@ class MqttSink(Sink):
         info = {"node": self.ctx.node, "pipeline": self.ctx.pipeline, "stream": meta.name,
                 "channels": list(meta.channels), "units": list(meta.units), "rate_hz": meta.nominal_rate,
                 "classes": list(meta.classes), "budget_ms": self.ctx.budget_s * 1e3,
-                "result_topic": self.topic, "schema": "spikeline.result/1"}
+                "result_topic": self.topic, "schema": RESULT_SCHEMA}
         self.pub.publish_control(f"{self.ctx.topic_base}/info", json.dumps(info).encode(), qos=1, retain=True)
 
     def submit(self, chunk: SampleChunk) -> None:
