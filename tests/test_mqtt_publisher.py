@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import socket
 from typing import Any
 
@@ -83,7 +84,19 @@ async def test_birth_will_and_nodelay(mosquitto: Any) -> None:
         assert (birth.payload, birth.retain) == (b"online", True)
         # Nagle is off on the publisher's socket: find it among this process's sockets by its peer.
         peers = [sk for sk in _sockets_to(mosquitto.port) if sk.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)]
-        assert peers, "no TCP_NODELAY socket to the broker"
+        assert len(peers) == 1, "expected one TCP_NODELAY socket to the broker: the publisher's"
+        # QoS 0 results take the fast path (written in the same loop iteration). Afterwards the socket
+        # must not stay registered for writing, or the loop would spin on an always-writable socket.
+        await sub.subscribe("spikeline/n1/r", qos=0)
+        metrics = PipelineMetrics("p", budget_s=1.0)
+        for k in range(5):
+            pub.submit("spikeline/n1/r", chunk(10 * k, 10), {"pipeline": "p"}, metrics)
+            await asyncio.sleep(0.01)
+        got = await collect(sub, 50, 5)
+        assert [json.loads(m.payload)["seq"] for m in got] == list(range(50))
+        await asyncio.sleep(0.05)
+        key = asyncio.get_running_loop()._selector.get_key(peers[0].fileno())  # type: ignore[attr-defined]
+        assert not key.events & selectors.EVENT_WRITE, "publisher socket left registered for writing"
         await pub.stop(1.0)
         await asyncio.wait_for(task, 5)
         (bye,) = await collect(sub, 1, 5)

@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import numpy as np
-from aiomqtt.exceptions import MqttError
+from aiomqtt.exceptions import MqttCodeError, MqttError
+from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -250,6 +251,7 @@ class MqttPublisher:
 
     async def _pump(self, client: aiomqtt.Client, v5: bool) -> None:
         props_cache: dict[int, Properties | None] = {}
+        paho = getattr(client, "_client", None)  # see _send_now
         while True:
             while self._control:
                 topic, payload, qos, retain = self._control[0]
@@ -273,7 +275,13 @@ class MqttPublisher:
                     t_pub = self.clock()
                     payload = encode_result(b.head, b.chunk, row, t_pub)
                     try:
-                        await client.publish(b.topic, payload, qos=b.qos, properties=props)
+                        if b.qos == 0 and paho is not None:
+                            while not _send_now(paho, b.topic, payload, props):  # noqa: ASYNC110
+                                await asyncio.sleep(0.001)  # paho's outgoing queue is full: let it drain
+                            if (self.stats.published & 63) == 63:
+                                await asyncio.sleep(0)  # a long backlog must not hold the loop
+                        else:
+                            await client.publish(b.topic, payload, qos=b.qos, properties=props)
                     except BaseException:
                         if b.next == row + 1:  # not handed to the transport: retry on the next connection
                             b.next = row
@@ -318,6 +326,35 @@ class MqttPublisher:
             self._flush_latency(b)
         self._control.clear()
         self._wake.set()
+
+
+def _send_now(paho: Any, topic: str, payload: bytes, props: Properties | None) -> bool:
+    """QoS 0 fast path: hand the message to paho and write the socket in this loop iteration.
+
+    aiomqtt 2's publish() registers the socket for writing through call_soon_threadsafe and awaits the
+    write two loop iterations later: measured here at +0.2 ms p50 per message on loopback. QoS 0 has no
+    acknowledgement to wait for, so the message is written now; paho buffers whatever the socket does not
+    take and aiomqtt's writer callback sends the rest. QoS 1/2 keep aiomqtt's awaited publish (PUBACK).
+    Returns False when paho's bounded outgoing queue is full (nothing was queued).
+    """
+    info = paho.publish(topic, payload, 0, False, props)
+    if info.rc == MQTT_ERR_QUEUE_SIZE:
+        return False
+    if info.rc != 0:
+        raise MqttCodeError(info.rc, "Could not publish message")
+    try:
+        paho.loop_write()
+    except OSError as e:
+        raise MqttError(f"socket write failed: {e}") from e
+    if not paho.want_write():
+        # paho asked aiomqtt to watch the socket for writing, and aiomqtt does that on the next loop
+        # iteration (call_soon_threadsafe(add_writer)), after paho has already said "stop watching".
+        # Undo it after that, or an always-writable socket would wake the loop forever.
+        sock = paho.socket()
+        if sock is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.remove_writer, sock.fileno())
+    return True
 
 
 def expiry_from_budget(budget_s: float) -> int:
