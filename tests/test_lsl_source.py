@@ -68,3 +68,38 @@ async def test_nothing_found_is_reported_with_what_is_visible() -> None:
     assert p.state == State.FAILED
     assert "no LSL stream matching name='absent' within 0.3 s" in p.error
     assert f"'{name}' (EEG, 2 ch)" in p.error
+
+
+async def test_pipelines_share_a_daemon_and_one_failing_leaves_the_other_running(tmp_path: Path) -> None:
+    from spikeline.daemon import Daemon
+
+    name = f"multi-{uuid.uuid4().hex[:6]}"
+    outlet = LslEEGOutlet(name, n_channels=4, rate=250.0).start()
+    good, other = tmp_path / "good.jsonl", tmp_path / "other.jsonl"
+    cfg = parse({"node": {"metrics_interval_s": 0.2, "drain_s": 1}, "pipeline": [
+        {"name": "missing", "budget_ms": 20, "source": {"type": "lsl", "name": "nope", "resolve_timeout_s": 0.2},
+         "sinks": [{"type": "jsonl", "path": str(other)}]},
+        {"name": "good", "budget_ms": 20, "source": {"type": "lsl", "name": name},
+         "stages": [{"type": "bandpass", "low_hz": 8, "high_hz": 30}],
+         "sinks": [{"type": "jsonl", "path": str(good)}]},
+        {"name": "good2", "budget_ms": 20, "source": {"type": "lsl", "name": name},
+         "stages": [{"type": "select", "channels": ["Cz"]}],
+         "sinks": [{"type": "jsonl", "path": str(other)}]},
+    ]})
+    d = Daemon(cfg)
+    task = asyncio.create_task(d.run())
+    try:
+        async with asyncio.timeout(15):
+            while d.pipelines[1].metrics.results < 250 or d.pipelines[2].metrics.results < 250:
+                await asyncio.sleep(0.05)
+        assert d.pipelines[0].state == State.FAILED and "no LSL stream matching name='nope'" in d.pipelines[0].error
+        assert d.pipelines[1].state == State.RUNNING
+    finally:
+        d.request_stop()
+        code = await asyncio.wait_for(task, 10)
+        outlet.close()
+    assert code == 1  # a pipeline failed: the daemon says so when it exits
+    reports = {r["pipeline"]: r for r in d.last_reports}
+    assert reports["missing"]["state"] == "failed" and reports["good"]["state"] == "stopped"
+    seqs = [json.loads(line)["seq"] for line in good.read_text().splitlines()]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
