@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import operator
-import os
-import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy.signal import butter, iirnotch, tf2sos
 
+from spikeline.kernels._backend import pick
 from spikeline.kernels.reference import SOSFilterRef
 
 __all__ = ["BACKEND", "SOSFilter", "SOSFilterRef", "design_bandpass", "design_lowpass", "design_notch"]
@@ -26,22 +25,8 @@ if TYPE_CHECKING:
     from spikeline._ext.sosfilt import SOSFilter
 
     BACKEND: Literal["ext", "numpy"]
-elif os.environ.get("SPIKELINE_NO_EXT", "") not in ("", "0"):
-    SOSFilter, BACKEND = SOSFilterRef, "numpy"
 else:
-    try:
-        from spikeline._ext.sosfilt import SOSFilter
-
-        BACKEND = "ext"
-    except ImportError as exc:
-        warnings.warn(
-            f"spikeline: compiled kernels unavailable ({exc}); falling back to the numpy reference "
-            "kernels, which are orders of magnitude slower. Build them with `pip install -e .`, or "
-            "set SPIKELINE_NO_EXT=1 to select the reference explicitly.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        SOSFilter, BACKEND = SOSFilterRef, "numpy"
+    SOSFilter, BACKEND = pick("spikeline._ext.sosfilt", "SOSFilter", SOSFilterRef)
 
 
 def _check_fs(fs: float) -> float:
