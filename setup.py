@@ -16,6 +16,10 @@ flags = ["-O3", "-ffp-contract=off"]
 if os.environ.get("SPIKELINE_MARCH_NATIVE") == "1":
     flags.append("-march=native")
 
+# SPIKELINE_EXT_ONLY=name[,name] builds only those modules (developing one kernel while others are in flux):
+#   SPIKELINE_EXT_ONLY=neurons python setup.py build_ext --inplace
+only = {n for n in os.environ.get("SPIKELINE_EXT_ONLY", "").split(",") if n}
+
 extensions = [
     Extension(
         f"spikeline._ext.{pyx.stem}",
@@ -25,6 +29,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for pyx in sorted(Path("ext").glob("*.pyx"))
+    if not only or pyx.stem in only
 ]
 
 setup(
