@@ -110,3 +110,26 @@ def test_stage_errors_name_the_parameter_and_the_stream() -> None:
         build_stage("bandpass", {"low_hz": 8, "high_hz": 200}).start(meta)
     with pytest.raises(StageError, match="needs a regular sampling rate"):
         build_stage("bandpass", {"low_hz": 8, "high_hz": 30}).start(meta.derive(nominal_rate=0.0))
+
+
+def test_decide_argmax_smoothing_and_hysteresis_are_chunk_invariant() -> None:
+    rng = np.random.default_rng(9)
+    n = 600
+    base = np.zeros((n, 3), np.float32)
+    base[:200, 0] = 1.0
+    base[200:400, 1] = 1.0
+    base[400:, 2] = 1.0
+    x = (base + 0.45 * rng.standard_normal((n, 3))).astype(np.float32)
+    meta = StreamMeta("scores", "scores", ("a", "b", "c"), 50.0)
+    plain = run([("decide", {"classes": ["a", "b", "c"]})], x, meta, [n])[0]
+    assert np.array_equal(plain.label, np.argmax(x, axis=1))
+    p = {"classes": ["a", "b", "c"], "smooth_s": 0.3, "hysteresis": 0.2}
+    whole = run([("decide", p)], x, meta, [n])
+    parts = run([("decide", p)], x, meta, random_sizes(rng, n))
+    lw = np.concatenate([o.label for o in whole])
+    assert np.array_equal(lw, np.concatenate([o.label for o in parts]))
+    switches = lambda lab: int(np.count_nonzero(np.diff(lab)))  # noqa: E731
+    assert switches(lw) < switches(plain.label) / 5  # smoothing + hysteresis suppress flicker
+    assert switches(lw) >= 2 and [lw[150], lw[350], lw[550]] == [0, 1, 2]  # and still follow the truth
+    with pytest.raises(StageError, match="3 classes but the stream"):
+        build_stage("decide", {"classes": ["a", "b", "c"]}).start(meta.derive(channels=("a", "b")))

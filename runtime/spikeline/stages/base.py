@@ -50,6 +50,10 @@ class Stage:
     def reset(self) -> None:
         """Forget all state (a new session, a stream that restarted)."""
 
+    def counters(self) -> dict[str, int | float]:
+        """Work counters for the metrics topic (e.g. temporal sparsity, skipped operations)."""
+        return {}
+
 
 def build_stage(kind: str, p: dict[str, Any], name: str | None = None) -> Stage:
     """Validate parameters and build a stage (for use outside a config file)."""

@@ -153,3 +153,53 @@ class Laterality(Stage):
         th = self.p["threshold"]
         label = np.where(index > th, 0, np.where(index < -th, 2, 1)).astype(np.int16)
         return chunk.with_data(index.astype(np.float32)[:, None], self._out, label=label)
+
+
+class Decide(Stage):
+    kind = "decide"
+    summary = "class decision from per-class scores: optional smoothing, argmax, hysteresis"
+    params = {
+        "classes": Param("str_list", help="one label per input channel, in channel order",
+                         check=lambda v: None if len(v) >= 2 and len(set(v)) == len(v)
+                         else "needs at least two distinct class labels"),
+        "smooth_s": Param("number", 0.0, min=0, help="time constant of a one-pole smoother on the scores (0: off)"),
+        "hysteresis": Param("number", 0.0, min=0,
+                            help="switch class only when the new best score beats the current one by this margin"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        k = len(self.p["classes"])
+        if meta.n_channels != k:
+            raise StageError(f"{k} classes but the stream {meta.name!r} has {meta.n_channels} score channels",
+                             "classes")
+        self._filter = None
+        if self.p["smooth_s"] > 0:
+            fs = _need_rate(meta, "smoothing")
+            a = 1.0 - math.exp(-1.0 / (self.p["smooth_s"] * fs))
+            self._filter = SOSFilter(np.array([[a, 0.0, 0.0, 1.0, -(1.0 - a), 0.0]]), k)
+        self._current = -1
+        self._out = meta.derive(classes=tuple(self.p["classes"]))
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        scores = chunk.data if self._filter is None else self._filter.step(chunk.data)
+        best = np.argmax(scores, axis=1).astype(np.int16)
+        margin = self.p["hysteresis"]
+        if margin > 0:
+            # Sequential by nature (each row depends on the class held before it), but only over the
+            # rows of the score stream, whose rate is the decision rate.
+            label = np.empty_like(best)
+            cur = self._current
+            for i, b in enumerate(best.tolist()):
+                if cur < 0 or scores[i, b] > scores[i, cur] + margin:
+                    cur = b
+                label[i] = cur
+            self._current = cur
+        else:
+            label = best
+        return chunk.with_data(np.ascontiguousarray(scores), self._out, label=label)
+
+    def reset(self) -> None:
+        if self._filter is not None:
+            self._filter.reset()
+        self._current = -1
