@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,23 +33,10 @@ os.environ.setdefault("LSLAPICFG", str(ROOT / "runtime" / "spikeline" / "lsl_api
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "runtime"))
+from spikeline.broker import free_port, wait_port  # noqa: E402
+
 SCENARIOS = [("250Hz x 64ch", 250.0, 64), ("1kHz x 8ch", 1000.0, 8)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
 def summary(lat_s: np.ndarray) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 _MISSING: Any = object()
 
@@ -127,3 +127,21 @@ def check_table(table: object, spec: Mapping[str, Param], path: str, problems: l
             else:
                 out[key] = p.default
     return out
+
+
+class Component:
+    """A configurable piece (source, stage, sink): a `type` name, declared parameters, a one-line summary.
+
+    Each family's base class sets `registry`; every subclass with a `kind` registers itself there, which is
+    how a config file's `type = "..."` finds its class.
+    """
+
+    kind: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    summary: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Component]]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            cls.registry[cls.kind] = cls

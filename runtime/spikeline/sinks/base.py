@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from ..chunk import SampleChunk, StreamMeta
 from ..metrics import PipelineMetrics
 from ..mqtt import MqttPublisher
-from ..params import Param
+from ..params import Component
 
 SINKS: dict[str, type[Sink]] = {}
 
@@ -26,15 +26,8 @@ class SinkContext:
         return f"spikeline/{self.node}/{self.pipeline}"
 
 
-class Sink:
-    kind: ClassVar[str] = ""
-    params: ClassVar[dict[str, Param]] = {}
-    summary: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.kind:
-            SINKS[cls.kind] = cls
+class Sink(Component):
+    registry = SINKS  # type: ignore[assignment]
 
     def __init__(self, p: dict[str, Any], ctx: SinkContext, primary: bool) -> None:
         """`primary`: this sink's hand-over time is the pipeline's t_pub for latency and deadline metrics."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from ..chunk import SampleChunk, StreamMeta
 from ..metrics import PipelineMetrics
-from ..params import Param
+from ..params import Component
 
 SOURCES: dict[str, type[Source]] = {}
 
@@ -26,15 +26,8 @@ class SourceContext:
     metrics: PipelineMetrics
 
 
-class Source:
-    kind: ClassVar[str] = ""
-    params: ClassVar[dict[str, Param]] = {}
-    summary: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.kind:
-            SOURCES[cls.kind] = cls
+class Source(Component):
+    registry = SOURCES  # type: ignore[assignment]
 
     def __init__(self, p: dict[str, Any], ctx: SourceContext) -> None:
         self.p = p

@@ -9,10 +9,10 @@ A stage can be used without the runtime (tests do exactly that):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from ..chunk import SampleChunk, StreamMeta
-from ..params import ConfigError, Param, check_table
+from ..params import Component, ConfigError, check_table
 
 STAGES: dict[str, type[Stage]] = {}
 
@@ -25,15 +25,8 @@ class StageError(Exception):
         super().__init__(message)
 
 
-class Stage:
-    kind: ClassVar[str] = ""
-    params: ClassVar[dict[str, Param]] = {}
-    summary: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.kind:
-            STAGES[cls.kind] = cls
+class Stage(Component):
+    registry = STAGES  # type: ignore[assignment]
 
     def __init__(self, name: str, p: dict[str, Any]) -> None:
         self.name = name
