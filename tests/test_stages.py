@@ -133,3 +133,26 @@ def test_decide_argmax_smoothing_and_hysteresis_are_chunk_invariant() -> None:
     assert switches(lw) >= 2 and [lw[150], lw[350], lw[550]] == [0, 1, 2]  # and still follow the truth
     with pytest.raises(StageError, match="3 classes but the stream"):
         build_stage("decide", {"classes": ["a", "b", "c"]}).start(meta.derive(channels=("a", "b")))
+
+
+def test_lmu_stage_reads_back_the_delayed_signal_from_a_chunked_stream() -> None:
+    from spikeline.kernels.lmu import legendre_decoder
+
+    rate, n = 100.0, 3000
+    t = np.arange(n) / rate
+    x = np.stack([np.sin(2 * np.pi * 0.2 * t), np.cos(2 * np.pi * 0.3 * t)], axis=1).astype(np.float32)
+    meta = StreamMeta("imu", "IMU", ("ax", "ay"), rate)
+    p = {"order": 6, "theta_s": 1.0}
+    rng = np.random.default_rng(4)
+    whole = np.concatenate([o.data for o in run([("lmu", p)], x, meta, [n])])
+    parts = run([("lmu", p)], x, meta, random_sizes(rng, n))
+    assert np.array_equal(whole, np.concatenate([o.data for o in parts]))
+    assert parts[0].meta.channels[:2] == ("ax.m0", "ax.m1") and parts[0].meta.n_channels == 12
+    # The memory holds the last second: decoding it at the window's end gives x one second ago.
+    dec = legendre_decoder(6, 1.0)
+    delayed = whole[:, :6] @ dec
+    k = int(rate)
+    err = np.abs(delayed[2 * k:] - x[k:n - k, 0])
+    assert err.max() < 0.02
+    with pytest.raises(StageError, match="less than one sample"):
+        build_stage("lmu", {"theta_s": 0.001}).start(meta)
