@@ -17,10 +17,17 @@ NO_EXT = os.environ.get("SPIKELINE_NO_EXT", "") not in ("", "0")
 
 def pick(module: str, name: str, reference: Any) -> tuple[Any, Literal["ext", "numpy"]]:
     """(implementation, backend) for compiled class `module.name`, or `reference`."""
+    impls, backend = pick_all(module, {name: reference})
+    return impls[name], backend
+
+
+def pick_all(module: str, references: dict[str, Any]) -> tuple[dict[str, Any], Literal["ext", "numpy"]]:
+    """Every compiled class `module.<name>` for the names in `references`, or all the references."""
     if NO_EXT:
-        return reference, "numpy"
+        return dict(references), "numpy"
     try:
-        return getattr(importlib.import_module(module), name), "ext"
+        mod = importlib.import_module(module)
+        return {name: getattr(mod, name) for name in references}, "ext"
     except ImportError as exc:
         warnings.warn(
             f"spikeline: compiled kernels unavailable ({exc}); falling back to the numpy reference "
@@ -29,4 +36,4 @@ def pick(module: str, name: str, reference: Any) -> tuple[Any, Literal["ext", "n
             RuntimeWarning,
             stacklevel=3,
         )
-        return reference, "numpy"
+        return dict(references), "numpy"

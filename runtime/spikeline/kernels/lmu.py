@@ -10,10 +10,9 @@ input back out of a memory. ext/lmu.pyx documents the conventions (Ā vs Āᵀ) 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Literal
 
-from spikeline.kernels._backend import pick
+from spikeline.kernels._backend import pick_all
 from spikeline.kernels.lmu_matrices import legendre_decoder, lmu_continuous, lmu_matrices
 from spikeline.kernels.ref_lmu import LegendreMemoryRef, LMUCellRef
 
@@ -34,6 +33,5 @@ if TYPE_CHECKING:
 
     BACKEND: Literal["ext", "numpy"]
 else:
-    LegendreMemory, BACKEND = pick("spikeline._ext.lmu", "LegendreMemory", LegendreMemoryRef)
-    # One pick (one warning if the extension is missing); the cell comes from the same module.
-    LMUCell = importlib.import_module("spikeline._ext.lmu").LMUCell if BACKEND == "ext" else LMUCellRef
+    _impl, BACKEND = pick_all("spikeline._ext.lmu", {"LegendreMemory": LegendreMemoryRef, "LMUCell": LMUCellRef})
+    LegendreMemory, LMUCell = _impl["LegendreMemory"], _impl["LMUCell"]
