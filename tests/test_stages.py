@@ -156,3 +156,42 @@ def test_lmu_stage_reads_back_the_delayed_signal_from_a_chunked_stream() -> None
     assert err.max() < 0.02
     with pytest.raises(StageError, match="less than one sample"):
         build_stage("lmu", {"theta_s": 0.001}).start(meta)
+
+
+@pytest.mark.parametrize("p", [{"method": "delta", "delta_threshold": 0.05},
+                               {"method": "lif", "neurons": 4, "gain_range": [0.2, 1.0], "beta": 0.8}])
+def test_encode_stage_is_chunk_invariant_and_counts_its_spikes(p: dict) -> None:
+    rng = np.random.default_rng(6)
+    x = np.cumsum(rng.standard_normal((800, 3)) * 0.05, axis=0).astype(np.float32) + 1.0
+    meta = StreamMeta("imu", "IMU", ("a", "b", "c"), 50.0)
+    whole = run([("encode", p)], x, meta, [800])
+    st = build_stage("encode", p)
+    st.start(meta)
+    parts = []
+    for c in chunks(x, meta, random_sizes(rng, 800)):
+        parts.append(st.process(c).data)
+    a, b = whole[0].data, np.concatenate(parts)
+    assert np.array_equal(a, b) and set(np.unique(a)) <= {0.0, 1.0}
+    c = st.counters()
+    assert c["samples"] == 800 and c["spikes"] == int(a.sum()) > 0
+    assert c["activity"] == pytest.approx(a.mean(), abs=1e-6)
+    if p["method"] == "delta":
+        assert whole[0].meta.channels == ("a+", "b+", "c+", "a-", "b-", "c-")
+        # each UP minus DOWN spike moves the reference by one threshold: the net count tracks the signal,
+        # within a few thresholds (at most one spike per sample: a fast step lags until it is caught up)
+        net = (a[:, :3] - a[:, 3:]).sum(axis=0) * 0.05
+        np.testing.assert_allclose(net, x[-1] - x[0], atol=3 * 0.05)
+    else:
+        assert whole[0].meta.n_channels == 12
+
+
+def test_lif_stage_matches_the_reference_populations() -> None:
+    from spikeline.kernels.neurons import CubaLIFPopulationRef, LIFPopulationRef
+
+    rng = np.random.default_rng(8)
+    x = (rng.random((500, 4)) * 0.6).astype(np.float32)
+    meta = StreamMeta("cur", "current", ("a", "b", "c", "d"), 100.0)
+    out = np.concatenate([o.data for o in run([("lif", {"beta": 0.8, "threshold": 1.0})], x, meta, [37] * 13 + [19])])
+    assert np.array_equal(out, LIFPopulationRef(4, 0.8, 1.0).step(x))
+    out = np.concatenate([o.data for o in run([("lif", {"beta": 0.8, "alpha": 0.5})], x, meta, [500])])
+    assert np.array_equal(out, CubaLIFPopulationRef(4, 0.5, 0.8, 1.0).step(x))

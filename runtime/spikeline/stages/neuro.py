@@ -6,6 +6,7 @@ import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
 from ..kernels.lmu import LegendreMemory
+from ..kernels.neurons import CubaLIFPopulation, DeltaModulator, LIFEncoder, LIFPopulation
 from ..params import Param
 from .base import Stage, StageError
 
@@ -35,6 +36,97 @@ class LMU(Stage):
     def process(self, chunk: SampleChunk) -> SampleChunk:
         out = np.empty((len(chunk), self._out.n_channels), np.float32)
         return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
+
+    def reset(self) -> None:
+        self._kernel.reset()
+
+
+class _SpikeStage(Stage):
+    """A stage whose output is spikes: counts them for the metrics (activity = spikes / outputs)."""
+
+    _out: StreamMeta
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        self._steps = self._spikes = 0
+        return meta
+
+    def _count(self, spikes: np.ndarray) -> None:
+        self._steps += int(spikes.shape[0])
+        self._spikes += int(np.count_nonzero(spikes))
+
+    def counters(self) -> dict[str, int | float]:
+        n = self._steps * self._out.n_channels
+        return {"samples": self._steps, "spikes": self._spikes,
+                "activity": round(self._spikes / n, 6) if n else 0.0}
+
+
+class Encode(_SpikeStage):
+    kind = "encode"
+    summary = 'spike encoding: "delta" (UP/DOWN delta modulation) or "lif" (per-channel gains into LIF neurons)'
+    params = {
+        "method": Param("str", "delta", choices=("delta", "lif")),
+        "delta_threshold": Param("number", 0.1, min=0, min_exclusive=True,
+                                 help="delta: signal change per UP/DOWN spike, in the signal's units"),
+        "neurons": Param("int", 8, min=1, max=1024, help="lif: neurons per channel"),
+        "gain_range": Param("number_list", [0.5, 2.0], help="lif: gains spread evenly over each channel's neurons",
+                            check=lambda v: None if len(v) == 2 else "expected [low, high]"),
+        "bias": Param("number", 0.0, help="lif: constant input current"),
+        "beta": Param("number", 0.9, min=0, max=1),
+        "lif_threshold": Param("number", 1.0, min=0, min_exclusive=True),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        super().start(meta)
+        c = meta.n_channels
+        self._kernel: DeltaModulator | LIFEncoder
+        if self.p["method"] == "delta":
+            self._kernel = DeltaModulator(c, np.full(c, self.p["delta_threshold"], np.float32))
+            names = tuple(f"{ch}+" for ch in meta.channels) + tuple(f"{ch}-" for ch in meta.channels)
+        else:
+            k = self.p["neurons"]
+            lo, hi = self.p["gain_range"]
+            gains = np.tile(np.linspace(lo, hi, k, dtype=np.float32), (c, 1))
+            self._kernel = LIFEncoder(c, k, gains, np.full((c, k), self.p["bias"], np.float32),
+                                      self.p["beta"], self.p["lif_threshold"])
+            names = tuple(f"{ch}.n{j}" for ch in meta.channels for j in range(k))
+        self._out = meta.derive(channels=names, units=("",) * len(names))
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        out = np.empty((len(chunk), self._out.n_channels), np.float32)
+        spikes = self._kernel.step(chunk.data, out=out)
+        self._count(spikes)
+        return chunk.with_data(spikes, self._out)
+
+    def reset(self) -> None:
+        self._kernel.reset()
+
+
+class LIF(_SpikeStage):
+    kind = "lif"
+    summary = "one LIF (or current-based LIF) neuron per channel, driven by the channel as input current"
+    params = {
+        "beta": Param("number", 0.9, min=0, max=1, help="membrane decay per sample"),
+        "alpha": Param("number", 0.0, min=0, max=1, help="synaptic decay per sample; > 0 makes it CuBa-LIF"),
+        "threshold": Param("number", 1.0, min=0, min_exclusive=True),
+        "reset": Param("str", "subtract", choices=("subtract", "zero")),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        super().start(meta)
+        n, p = meta.n_channels, self.p
+        if p["alpha"] > 0:
+            self._kernel: LIFPopulation | CubaLIFPopulation = CubaLIFPopulation(
+                n, p["alpha"], p["beta"], p["threshold"], p["reset"])
+        else:
+            self._kernel = LIFPopulation(n, p["beta"], p["threshold"], p["reset"])
+        self._out = meta.derive(units=("",) * n)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        spikes = self._kernel.step(chunk.data, out=np.empty_like(chunk.data))
+        self._count(spikes)
+        return chunk.with_data(spikes, self._out)
 
     def reset(self) -> None:
         self._kernel.reset()
