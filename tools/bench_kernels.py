@@ -14,10 +14,8 @@ Prints one JSON document, then the same results as a table.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +24,7 @@ import numpy.typing as npt
 import scipy
 import scipy.signal as ss
 
+from benchlib import cpu_name, time_calls
 from spikeline.kernels import SOSFilterRef, design_bandpass, design_notch
 
 FS = 250.0
@@ -45,27 +44,6 @@ def _compiled_class() -> type[Any] | None:
 
 COMPILED = _compiled_class()
 
-
-def _time_calls(call: Callable[[int], object], budget_s: float, min_calls: int, max_calls: int) -> npt.NDArray[np.int64]:
-    """Nanoseconds per call: at least min_calls, then until budget_s has passed (at most max_calls)."""
-    for i in range(min(min_calls, 20)):  # warm-up: caches, branch predictors, lazy imports
-        call(i)
-    times: list[int] = []
-    clock = time.perf_counter_ns
-    deadline = clock() + int(budget_s * 1e9)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        i = 0
-        while len(times) < max_calls and (len(times) < min_calls or clock() < deadline):
-            t0 = clock()
-            call(i)
-            times.append(clock() - t0)
-            i += 1
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return np.array(times, dtype=np.int64)
 
 
 def _callers(sos: npt.NDArray[np.float64], chunks: list[npt.NDArray[np.float32]]) -> dict[str, Callable[[int], object]]:
@@ -88,18 +66,6 @@ def _callers(sos: npt.NDArray[np.float64], chunks: list[npt.NDArray[np.float32]]
     return callers
 
 
-def _cpu() -> str:
-    """CPU model from /proc/cpuinfo (x86 "model name", Raspberry Pi "Model"), else the machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.machine()
-
 
 def run(quick: bool) -> dict[str, Any]:
     budget_s, min_calls, max_calls = (0.15, 30, 20_000) if quick else (1.0, 200, 200_000)
@@ -112,7 +78,7 @@ def run(quick: bool) -> dict[str, Any]:
             chunks = [(20.0 * rng.standard_normal((chunk, n_channels)) + offsets).astype(np.float32)
                       for _ in range(POOL)]
             for impl, call in _callers(sos, chunks).items():
-                ns = _time_calls(call, budget_s, min_calls, max_calls)
+                ns = time_calls(call, budget_s, min_calls, max_calls)
                 median_us = float(np.median(ns)) / 1e3
                 samples_per_s = chunk / (median_us * 1e-6)
                 results.append({
@@ -127,7 +93,7 @@ def run(quick: bool) -> dict[str, Any]:
             "fs_hz": FS, "sections": int(sos.shape[0]), "dtype": "float32", "quick": quick,
             "compiled": COMPILED is not None,
             "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "machine": platform.machine(), "cpu": _cpu(),
+            "machine": platform.machine(), "cpu": cpu_name(),
         },
         "results": results,
     }

@@ -17,16 +17,15 @@ Prints one JSON document, then the same results as a table.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from benchlib import cpu_name, time_calls
 from spikeline.kernels.lmu import LegendreMemoryRef, LMUCellRef
 
 F32 = npt.NDArray[np.float32]
@@ -57,30 +56,6 @@ def _torch() -> Any | None:
 COMPILED = _compiled_module()
 TORCH = _torch()
 
-
-def _time_calls(call: Callable[[int], object], budget_s: float, min_calls: int, max_calls: int) -> npt.NDArray[np.int64]:
-    """Nanoseconds per call: at least min_calls, then until budget_s has passed (at most max_calls)."""
-    for i in range(min(min_calls, 20)):  # warm-up
-        call(i)
-    times: list[int] = []
-    clock = time.perf_counter_ns
-    deadline = clock() + int(budget_s * 1e9)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        i = 0
-        while len(times) < max_calls and (len(times) < min_calls or clock() < deadline):
-            t0 = clock()
-            call(i)
-            times.append(clock() - t0)
-            i += 1
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return np.array(times, dtype=np.int64)
-
-
-# --- PyTorch per-step implementations -------------------------------------------------------------
 
 
 class TorchMemory:
@@ -170,17 +145,6 @@ def _makers(kind: str, width_in: int, width_out: int, spec: dict[str, Any]) -> d
     return makers
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.machine()
-
 
 def run(quick: bool) -> dict[str, Any]:
     budget_s, min_calls, max_calls = (0.15, 20, 20_000) if quick else (1.0, 100, 200_000)
@@ -203,7 +167,7 @@ def run(quick: bool) -> dict[str, Any]:
             out = np.empty((chunk, width_out), np.float32)
             for impl, make in makers.items():
                 kernel = make()
-                ns = _time_calls(lambda i, k=kernel, p=pool, o=out: k.step(p[i % POOL], o), budget_s, min_calls, max_calls)
+                ns = time_calls(lambda i, k=kernel, p=pool, o=out: k.step(p[i % POOL], o), budget_s, min_calls, max_calls)
                 median_us = float(np.median(ns)) / 1e3
                 samples_per_s = chunk / (median_us * 1e-6)
                 results.append({
@@ -217,7 +181,7 @@ def run(quick: bool) -> dict[str, Any]:
             "theta": THETA, "dtype": "float32", "quick": quick, "compiled": COMPILED is not None,
             "torch": None if TORCH is None else TORCH.__version__, "torch_threads": 1 if TORCH is not None else None,
             "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
-            "cpu": _cpu(), "max_abs_diff_vs_compiled": checks,
+            "cpu": cpu_name(), "max_abs_diff_vs_compiled": checks,
         },
         "results": results,
     }

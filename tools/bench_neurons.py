@@ -19,16 +19,15 @@ per-sample µs = median / chunk, samples/s = chunk / median. Prints one JSON doc
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from benchlib import cpu_name, time_calls
 from spikeline.kernels.ref_neurons import (
     CubaLIFPopulationRef,
     DeltaModulatorRef,
@@ -62,27 +61,6 @@ def _snntorch() -> tuple[Any, Any] | None:
 COMPILED = _compiled()
 SNN = _snntorch()
 
-
-def _time_calls(call: Callable[[int], object], budget_s: float, min_calls: int, max_calls: int) -> npt.NDArray[np.int64]:
-    """Nanoseconds per call: at least min_calls, then until budget_s has passed (at most max_calls)."""
-    for i in range(min(min_calls, 20)):  # warm-up: caches, branch predictors, lazy imports
-        call(i)
-    times: list[int] = []
-    clock = time.perf_counter_ns
-    deadline = clock() + int(budget_s * 1e9)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        i = 0
-        while len(times) < max_calls and (len(times) < min_calls or clock() < deadline):
-            t0 = clock()
-            call(i)
-            times.append(clock() - t0)
-            i += 1
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return np.array(times, dtype=np.int64)
 
 
 def _kernel_caller(kernel: Any, chunks: list[F32], out_cols: int, streams: bool) -> Callable[[int], object]:
@@ -171,18 +149,6 @@ CASES = [  # (name, kind, inputs, neurons, streams)
 ]
 
 
-def _cpu() -> str:
-    """CPU model from /proc/cpuinfo (x86 "model name", Raspberry Pi "Model"), else the machine type."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.machine()
-
 
 def run(quick: bool) -> dict[str, Any]:
     budget_s, min_calls, max_calls = (0.15, 30, 20_000) if quick else (1.0, 200, 200_000)
@@ -191,7 +157,7 @@ def run(quick: bool) -> dict[str, Any]:
     for name, kind, n_in, n_out, n_streams in CASES:
         for chunk in (1,) if n_streams > 1 else CHUNKS:
             for impl, call in _case(name, kind, n_in, n_out, n_streams, chunk, rng).items():
-                ns = _time_calls(call, budget_s, min_calls, max_calls)
+                ns = time_calls(call, budget_s, min_calls, max_calls)
                 median_us = float(np.median(ns)) / 1e3
                 samples = n_streams if n_streams > 1 else chunk  # stream-samples advanced per call
                 results.append({
@@ -204,7 +170,7 @@ def run(quick: bool) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "dtype": "float32", "quick": quick, "compiled": COMPILED is not None,
         "python": platform.python_version(), "numpy": np.__version__,
-        "machine": platform.machine(), "cpu": _cpu(),
+        "machine": platform.machine(), "cpu": cpu_name(),
     }
     if SNN is not None:
         meta.update({"torch": SNN[0].__version__, "snntorch": SNN[1].__version__,
