@@ -29,7 +29,9 @@ cimport numpy as cnp
 from libc.stdint cimport uintptr_t
 
 import numpy as np
-from scipy.signal import sosfilt_zi
+
+# Python-level checks shared with the numpy reference, so both give the same errors.
+from spikeline.kernels.reference import check_sos, prime_state, set_state
 
 cnp.import_array()
 
@@ -73,14 +75,6 @@ cdef void _cascade(const real_t* x, real_t* y, Py_ssize_t n_samples, Py_ssize_t 
         y += n_channels
 
 
-cdef object _real_array(object value, str name):
-    """value as an ndarray, refusing non-numeric and complex input (the cast would drop data)."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    return arr
-
-
 @cython.final
 cdef class SOSFilter:
     """Streaming cascaded-biquad IIR filter over n_channels, with n_streams independent states.
@@ -100,20 +94,7 @@ cdef class SOSFilter:
     # __cinit__ rather than __init__: the C pointers are set exactly once, before any method can
     # run, and cannot be swapped by a second __init__ call while another thread is in the loop.
     def __cinit__(self, sos, int n_channels, int n_streams=1):
-        arr = _real_array(sos, "sos")
-        if arr.ndim != 2 or arr.shape[1] != 6 or arr.shape[0] < 1:
-            raise ValueError(f"sos must have shape (n_sections, 6) with n_sections >= 1, got {arr.shape}")
-        arr = np.array(arr, dtype=np.float64, order="C", copy=True)
-        if not np.isfinite(arr).all():
-            raise ValueError("sos coefficients must be finite, got NaN or inf")
-        if (arr[:, 3] != 1.0).any():
-            raise ValueError(
-                f"sos[:, 3] (a0) must be 1 in every section, got {arr[:, 3].tolist()}: normalise the "
-                "sections so a0 == 1, as scipy.signal.butter(output='sos') does")
-        if n_channels < 1:
-            raise ValueError(f"n_channels must be >= 1, got {n_channels}")
-        if n_streams < 1:
-            raise ValueError(f"n_streams must be >= 1, got {n_streams}")
+        arr = check_sos(sos, n_channels, n_streams)
         self._n_sections = arr.shape[0]
         self._n_channels = n_channels
         self._n_streams = n_streams
@@ -218,19 +199,7 @@ cdef class SOSFilter:
 
     def prime(self, x0, int stream=-1):
         """Set the state to the steady state for a constant input x0 (n_channels,); -1: all streams."""
-        arr = _real_array(x0, "x0")
-        if arr.shape != (self._n_channels,):
-            raise ValueError(f"x0 must have shape ({self._n_channels},), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError("x0 must be finite")
-        if stream < -1 or stream >= self._n_streams:
-            raise ValueError(f"stream must be -1 (all streams) or in [0, {self._n_streams}), got {stream}")
-        # sosfilt_zi: (n_sections, 2) state for a unit step, in the same DF2T convention as _cascade.
-        steady = sosfilt_zi(self._sos)[:, :, np.newaxis] * arr.astype(np.float64)
-        if stream == -1:
-            self._state[...] = steady
-        else:
-            self._state[stream] = steady
+        prime_state(self._state, self._sos, x0, stream)
 
     @property
     def state(self):
@@ -239,13 +208,7 @@ cdef class SOSFilter:
 
     @state.setter
     def state(self, value):
-        arr = _real_array(value, "state")
-        expected = (self._n_streams, self._n_sections, 2, self._n_channels)
-        if arr.shape != expected:
-            raise ValueError(f"state must have shape {expected}, got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError("state must be finite")
-        self._state[...] = arr
+        set_state(self._state, value)
 
     @property
     def n_channels(self):

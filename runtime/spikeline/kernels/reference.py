@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import sosfilt_zi
 
-__all__ = ["SOSFilterRef"]
+__all__ = ["SOSFilterRef", "check_sos", "prime_state", "set_state"]
 
 _Real = TypeVar("_Real", np.float32, np.float64)
 F64 = npt.NDArray[np.float64]
@@ -28,6 +28,54 @@ def _real_array(value: npt.ArrayLike, name: str) -> npt.NDArray[np.generic]:
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     return arr
+
+
+def check_sos(sos: npt.ArrayLike, n_channels: int, n_streams: int) -> F64:
+    """The constructor checks of SOSFilter (compiled and reference): a float64 C-contiguous copy of sos."""
+    arr = _real_array(sos, "sos")
+    if arr.ndim != 2 or arr.shape[1] != 6 or arr.shape[0] < 1:
+        raise ValueError(f"sos must have shape (n_sections, 6) with n_sections >= 1, got {arr.shape}")
+    coefs: F64 = np.array(arr, dtype=np.float64, order="C", copy=True)
+    if not np.isfinite(coefs).all():
+        raise ValueError("sos coefficients must be finite, got NaN or inf")
+    if (coefs[:, 3] != 1.0).any():
+        raise ValueError(
+            f"sos[:, 3] (a0) must be 1 in every section, got {coefs[:, 3].tolist()}: normalise the "
+            "sections so a0 == 1, as scipy.signal.butter(output='sos') does")
+    if n_channels < 1:
+        raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+    if n_streams < 1:
+        raise ValueError(f"n_streams must be >= 1, got {n_streams}")
+    return coefs
+
+
+def prime_state(state: F64, sos: F64, x0: npt.ArrayLike, stream: int) -> None:
+    """Write into `state` the steady state for a constant input x0 (n_channels,); stream -1: all streams."""
+    stream = operator.index(stream)
+    n_streams, n_channels = state.shape[0], state.shape[3]
+    arr = _real_array(x0, "x0")
+    if arr.shape != (n_channels,):
+        raise ValueError(f"x0 must have shape ({n_channels},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("x0 must be finite")
+    if stream < -1 or stream >= n_streams:
+        raise ValueError(f"stream must be -1 (all streams) or in [0, {n_streams}), got {stream}")
+    # sosfilt_zi: (n_sections, 2) state for a unit step, in the same DF2T convention as the kernels.
+    steady = sosfilt_zi(sos)[:, :, np.newaxis] * arr.astype(np.float64)
+    if stream == -1:
+        state[...] = steady
+    else:
+        state[stream] = steady
+
+
+def set_state(state: F64, value: npt.ArrayLike) -> None:
+    """Copy a validated `value` into `state` (same shape, finite)."""
+    arr = _real_array(value, "state")
+    if arr.shape != state.shape:
+        raise ValueError(f"state must have shape {state.shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("state must be finite")
+    state[...] = arr
 
 
 def _is_native_float(arr: npt.NDArray[Any]) -> bool:
@@ -45,20 +93,7 @@ class SOSFilterRef:
     def __init__(self, sos: npt.ArrayLike, n_channels: int, n_streams: int = 1) -> None:
         n_channels = operator.index(n_channels)
         n_streams = operator.index(n_streams)
-        arr = _real_array(sos, "sos")
-        if arr.ndim != 2 or arr.shape[1] != 6 or arr.shape[0] < 1:
-            raise ValueError(f"sos must have shape (n_sections, 6) with n_sections >= 1, got {arr.shape}")
-        coefs: F64 = np.array(arr, dtype=np.float64, order="C", copy=True)
-        if not np.isfinite(coefs).all():
-            raise ValueError("sos coefficients must be finite, got NaN or inf")
-        if (coefs[:, 3] != 1.0).any():
-            raise ValueError(
-                f"sos[:, 3] (a0) must be 1 in every section, got {coefs[:, 3].tolist()}: normalise the "
-                "sections so a0 == 1, as scipy.signal.butter(output='sos') does")
-        if n_channels < 1:
-            raise ValueError(f"n_channels must be >= 1, got {n_channels}")
-        if n_streams < 1:
-            raise ValueError(f"n_streams must be >= 1, got {n_streams}")
+        coefs = check_sos(sos, n_channels, n_streams)
         self._sos = coefs
         # Python floats: each product below is then one IEEE double multiply, as in the kernel.
         self._sections: list[tuple[float, float, float, float, float]] = [
@@ -139,20 +174,7 @@ class SOSFilterRef:
 
     def prime(self, x0: npt.ArrayLike, stream: int = -1) -> None:
         """Set the state to the steady state for a constant input x0 (n_channels,); -1: all streams."""
-        stream = operator.index(stream)
-        arr = _real_array(x0, "x0")
-        if arr.shape != (self._n_channels,):
-            raise ValueError(f"x0 must have shape ({self._n_channels},), got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError("x0 must be finite")
-        if stream < -1 or stream >= self._n_streams:
-            raise ValueError(f"stream must be -1 (all streams) or in [0, {self._n_streams}), got {stream}")
-        # sosfilt_zi: (n_sections, 2) state for a unit step, in the same DF2T convention as _cascade.
-        steady = sosfilt_zi(self._sos)[:, :, np.newaxis] * arr.astype(np.float64)
-        if stream == -1:
-            self._state[...] = steady
-        else:
-            self._state[stream] = steady
+        prime_state(self._state, self._sos, x0, stream)
 
     @property
     def state(self) -> F64:
@@ -161,13 +183,7 @@ class SOSFilterRef:
 
     @state.setter
     def state(self, value: npt.ArrayLike) -> None:
-        arr = _real_array(value, "state")
-        expected = self._state.shape
-        if arr.shape != expected:
-            raise ValueError(f"state must have shape {expected}, got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError("state must be finite")
-        self._state[...] = arr
+        set_state(self._state, value)
 
     @property
     def n_channels(self) -> int:
