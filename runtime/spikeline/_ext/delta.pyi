@@ -1,0 +1,129 @@
+"""Type stub for spikeline._ext.delta (built from ext/delta.pyx)."""
+
+from typing import Any, Final, final
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_REFRESH_EVERY: Final[int]
+DEFAULT_DENSE_ABOVE: Final[float]
+ACTIVATIONS: Final[tuple[str, ...]]
+
+_F32 = npt.NDArray[np.float32]
+
+@final
+class DeltaDense:
+    """y = act(W x + b), computed incrementally from the input deltas, for n_streams streams."""
+
+    def __init__(
+        self,
+        weight: npt.ArrayLike,
+        bias: npt.ArrayLike | None = None,
+        theta: float = 0.0,
+        n_streams: int = 1,
+        refresh_every: int = ...,
+        dense_above: float = ...,
+        activation: str = "none",
+    ) -> None: ...
+    def step(self, x: _F32, out: _F32 | None = None, stream: int = 0) -> _F32: ...
+    def step_streams(self, x: _F32, out: _F32 | None = None) -> _F32: ...
+    def reset(self) -> None: ...
+    @property
+    def state(self) -> dict[str, npt.NDArray[Any]]: ...
+    @state.setter
+    def state(self, value: dict[str, npt.ArrayLike]) -> None: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    def stream_counters(self, stream: int) -> dict[str, int]: ...
+    def reset_counters(self) -> None: ...
+    @property
+    def in_features(self) -> int: ...
+    @property
+    def out_features(self) -> int: ...
+    @property
+    def n_streams(self) -> int: ...
+    @property
+    def theta(self) -> float: ...
+    @property
+    def refresh_every(self) -> int: ...
+    @property
+    def dense_above(self) -> float: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def weight(self) -> _F32: ...
+    @property
+    def bias(self) -> _F32: ...
+
+class _DeltaRNN:
+    def step(self, x: _F32, out: _F32 | None = None, stream: int = 0) -> _F32: ...
+    def step_streams(self, x: _F32, out: _F32 | None = None) -> _F32: ...
+    def reset(self) -> None: ...
+    @property
+    def state(self) -> dict[str, npt.NDArray[Any]]: ...
+    @state.setter
+    def state(self, value: dict[str, npt.ArrayLike]) -> None: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    def stream_counters(self, stream: int) -> dict[str, int]: ...
+    def reset_counters(self) -> None: ...
+    @property
+    def input_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def n_streams(self) -> int: ...
+    @property
+    def theta_x(self) -> float: ...
+    @property
+    def theta_h(self) -> float: ...
+    @property
+    def refresh_every(self) -> int: ...
+    @property
+    def dense_above(self) -> float: ...
+    @property
+    def weight_ih(self) -> _F32: ...
+    @property
+    def weight_hh(self) -> _F32: ...
+    @property
+    def bias_ih(self) -> _F32: ...
+    @property
+    def bias_hh(self) -> _F32: ...
+
+@final
+class DeltaGRU(_DeltaRNN):
+    """torch.nn.GRUCell (gates r, z, n) with delta-coded input (theta_x) and hidden state (theta_h)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        weight_ih: npt.ArrayLike,
+        weight_hh: npt.ArrayLike,
+        bias_ih: npt.ArrayLike | None = None,
+        bias_hh: npt.ArrayLike | None = None,
+        theta_x: float = 0.0,
+        theta_h: float = 0.0,
+        n_streams: int = 1,
+        refresh_every: int = ...,
+        dense_above: float = ...,
+    ) -> None: ...
+
+@final
+class DeltaLSTM(_DeltaRNN):
+    """torch.nn.LSTMCell (gates i, f, g, o) with delta-coded input (theta_x) and hidden state (theta_h)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        weight_ih: npt.ArrayLike,
+        weight_hh: npt.ArrayLike,
+        bias_ih: npt.ArrayLike | None = None,
+        bias_hh: npt.ArrayLike | None = None,
+        theta_x: float = 0.0,
+        theta_h: float = 0.0,
+        n_streams: int = 1,
+        refresh_every: int = ...,
+        dense_above: float = ...,
+    ) -> None: ...
