@@ -195,3 +195,48 @@ def test_lif_stage_matches_the_reference_populations() -> None:
     assert np.array_equal(out, LIFPopulationRef(4, 0.8, 1.0).step(x))
     out = np.concatenate([o.data for o in run([("lif", {"beta": 0.8, "alpha": 0.5})], x, meta, [500])])
     assert np.array_equal(out, CubaLIFPopulationRef(4, 0.5, 0.8, 1.0).step(x))
+
+
+def test_delta_gru_and_readout_stages_from_model_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import need
+    from spikeline.modelfile import save
+
+    try:
+        import torch
+    except ImportError:
+        need(False, "torch is not installed (pip install 'spikeline[test]')")
+    torch.manual_seed(3)
+    cell = torch.nn.GRUCell(3, 16)
+    sd = {k: v.detach().numpy() for k, v in cell.state_dict().items()}
+    gru = save(tmp_path / "gru", "delta_gru", sd)
+    rng = np.random.default_rng(12)
+    ro_w = rng.standard_normal((4, 16)).astype(np.float32)
+    readout = save(tmp_path / "ro", "delta_dense", {"weight": ro_w, "bias": np.zeros(4, np.float32)},
+                   {"classes": ["a", "b", "c", "d"], "outputs": ["a", "b", "c", "d"]})
+    n = 400
+    x = np.cumsum(rng.standard_normal((n, 3)) * 0.1, axis=0).astype(np.float32)
+    meta = StreamMeta("imu", "IMU", ("x", "y", "z"), 50.0)
+    kinds = [("delta_gru", {"model": str(gru)}), ("delta_dense", {"model": str(readout)}),
+             ("decide", {"classes": ["a", "b", "c", "d"]})]
+    whole = run(kinds, x, meta, [n])
+    parts = run(kinds, x, meta, random_sizes(rng, n))
+    scores = np.concatenate([o.data for o in parts])
+    assert np.array_equal(whole[0].data, scores)
+    h = torch.zeros(1, 16)
+    want = []
+    with torch.no_grad():
+        for row in torch.from_numpy(x):
+            h = cell(row[None], h)
+            want.append(h[0].numpy() @ ro_w.T)
+    np.testing.assert_allclose(scores, np.array(want), atol=1e-4)  # the stated GRUCell tolerance, through W_o
+    assert parts[-1].meta.classes == ("a", "b", "c", "d")
+    # temporal sparsity is counted: at theta_x = 0.05 most small input steps are not sent
+    st = build_stage("delta_gru", {"model": str(gru), "theta_x": 0.05, "theta_h": 0.02})
+    st.start(meta)
+    st.process(chunks(x, meta, [n])[0])
+    c = st.counters()
+    assert c["steps"] == n and 0 < c["x_sent_fraction"] < 1 and c["macs"] < c["macs_dense"]
+    with pytest.raises(StageError, match="is a 'delta_dense' model, expected 'delta_gru'"):
+        build_stage("delta_gru", {"model": str(readout)}).start(meta)
+    with pytest.raises(StageError, match=r"weight_ih must be \(3H, 2\)"):
+        build_stage("delta_gru", {"model": str(gru)}).start(meta.derive(channels=("x", "y")))

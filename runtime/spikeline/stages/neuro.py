@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
+from ..kernels.delta import DeltaDense as DeltaDenseKernel
+from ..kernels.delta import DeltaGRU as DeltaGRUKernel
 from ..kernels.lmu import LegendreMemory
 from ..kernels.neurons import CubaLIFPopulation, DeltaModulator, LIFEncoder, LIFPopulation
+from ..modelfile import Model, ModelError, load
 from ..params import Param
 from .base import Stage, StageError
 
@@ -130,3 +133,86 @@ class LIF(_SpikeStage):
 
     def reset(self) -> None:
         self._kernel.reset()
+
+
+class _DeltaStage(Stage):
+    """A delta layer whose weights come from a model file; publishes its temporal sparsity."""
+
+    _kernel: DeltaDenseKernel | DeltaGRUKernel
+
+    def _load(self, kind: str) -> Model:
+        try:
+            return load(self.p["model"], kind=kind)
+        except ModelError as e:
+            raise StageError(str(e), "model") from e
+
+    def counters(self) -> dict[str, int | float]:
+        c: dict[str, int | float] = dict(self._kernel.counters)
+        for sent, possible in (("x_sent", "x_possible"), ("h_sent", "h_possible"), ("macs", "macs_dense")):
+            if possible in c:
+                c[f"{sent}_fraction"] = round(c[sent] / c[possible], 6) if c[possible] else 0.0
+        return c
+
+    def reset(self) -> None:
+        self._kernel.reset()
+
+
+class DeltaDenseStage(_DeltaStage):
+    kind = "delta_dense"
+    summary = "y = act(W x + b), computed from the input deltas above theta (model file kind delta_dense)"
+    params = {
+        "model": Param("str", help="model file (.json) with arrays weight (out, in) and bias (out,)"),
+        "theta": Param("number", 0.0, min=0, help="input changes at or below this are not sent"),
+        "activation": Param("str", "none", choices=("none", "relu", "tanh", "sigmoid")),
+        "refresh_every": Param("int", 1024, min=0, help="exact recomputation period in samples (0: never)"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        model = self._load("delta_dense")
+        a = model.arrays
+        w = a.get("weight")
+        if w is None or w.ndim != 2 or w.shape[1] != meta.n_channels:
+            got = None if w is None else w.shape
+            raise StageError(f"model weight must be (out, {meta.n_channels}) for stream {meta.name!r}, got {got}",
+                             "model")
+        self._kernel = DeltaDenseKernel(w, a.get("bias"), self.p["theta"], refresh_every=self.p["refresh_every"],
+                                        activation=self.p["activation"])
+        labels = model.meta.get("outputs") or [f"y{i}" for i in range(w.shape[0])]
+        classes = tuple(model.meta.get("classes", ()))
+        self._out = meta.derive(channels=tuple(labels), units=("",) * len(labels), classes=classes)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        out = np.empty((len(chunk), self._out.n_channels), np.float32)
+        return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
+
+
+class DeltaGRUStage(_DeltaStage):
+    kind = "delta_gru"
+    summary = "GRU (torch.nn.GRUCell gates) on input and hidden deltas above theta (model file kind delta_gru)"
+    params = {
+        "model": Param("str", help="model file (.json) with weight_ih (3H, I), weight_hh (3H, H), bias_ih, bias_hh"),
+        "theta_x": Param("number", 0.0, min=0, help="input changes at or below this are not sent"),
+        "theta_h": Param("number", 0.0, min=0, help="hidden-state changes at or below this are not sent"),
+        "refresh_every": Param("int", 1024, min=0, help="exact recomputation period in samples (0: never)"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        a = self._load("delta_gru").arrays
+        w_ih, w_hh = a.get("weight_ih"), a.get("weight_hh")
+        if w_ih is None or w_hh is None or w_ih.ndim != 2 or w_ih.shape[1] != meta.n_channels:
+            got = None if w_ih is None else w_ih.shape
+            raise StageError(f"model weight_ih must be (3H, {meta.n_channels}) for stream {meta.name!r}, got {got}",
+                             "model")
+        h = w_hh.shape[1]
+        try:
+            self._kernel = DeltaGRUKernel(meta.n_channels, h, w_ih, w_hh, a.get("bias_ih"), a.get("bias_hh"),
+                                          self.p["theta_x"], self.p["theta_h"], refresh_every=self.p["refresh_every"])
+        except ValueError as e:
+            raise StageError(f"model {self.p['model']}: {e}", "model") from e
+        self._out = meta.derive(channels=tuple(f"h{i}" for i in range(h)), units=("",) * h)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        out = np.empty((len(chunk), self._out.n_channels), np.float32)
+        return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
