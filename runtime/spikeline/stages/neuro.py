@@ -216,3 +216,61 @@ class DeltaGRUStage(_DeltaStage):
     def process(self, chunk: SampleChunk) -> SampleChunk:
         out = np.empty((len(chunk), self._out.n_channels), np.float32)
         return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
+
+
+class SNN(Stage):
+    kind = "snn"
+    summary = "feed-forward spiking network from a NIR graph (Affine/Linear -> LIF/CubaLIF chains, e.g. snnTorch)"
+    params = {
+        "nir": Param("str", help="NIR file (.nir) exported by snnTorch, Norse, Rockpool, Lava, ..."),
+        "dt": Param("number", 1e-4, min=0, min_exclusive=True,
+                    help="time step the graph's time constants are relative to (snnTorch exports use 1e-4)"),
+        "reset": Param("str", "subtract", choices=("subtract", "zero")),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        from ..nir_io import Dense, NIRError, from_nir
+
+        try:
+            layers = from_nir(self.p["nir"], dt=self.p["dt"], reset=self.p["reset"])
+        except (NIRError, ImportError) as e:
+            raise StageError(str(e), "nir") from e
+        if not layers:
+            raise StageError("the NIR graph has no layers", "nir")
+        first = layers[0]
+        n_in = first.weight.shape[1] if isinstance(first, Dense) else first.size
+        if n_in != meta.n_channels:
+            raise StageError(f"the network takes {n_in} inputs, stream {meta.name!r} has {meta.n_channels}", "nir")
+        self._steps: list[tuple[object, np.ndarray | None]] = []
+        width = n_in
+        for layer in layers:
+            if isinstance(layer, Dense):
+                # Spikes in, so the input deltas are the spikes' edges: a sparse column gather per step.
+                self._steps.append((DeltaDenseKernel(layer.weight, layer.bias, 0.0), None))
+                width = layer.weight.shape[0]
+            else:
+                pop: LIFPopulation | CubaLIFPopulation = (
+                    LIFPopulation(layer.size, layer.beta, layer.threshold, layer.reset) if layer.alpha is None
+                    else CubaLIFPopulation(layer.size, layer.alpha, layer.beta, layer.threshold, layer.reset))
+                gain = None if np.all(layer.gain == 1.0) else layer.gain
+                self._steps.append((pop, gain))
+                width = layer.size
+        self._out = meta.derive(channels=tuple(f"s{i}" for i in range(width)), units=("",) * width)
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        x = chunk.data
+        for kernel, gain in self._steps:
+            if gain is not None:
+                x = x * gain
+            x = kernel.step(x)  # type: ignore[attr-defined]
+        return chunk.with_data(np.ascontiguousarray(x, dtype=np.float32), self._out)
+
+    def reset(self) -> None:
+        for kernel, _ in self._steps:
+            kernel.reset()  # type: ignore[attr-defined]
+
+    def counters(self) -> dict[str, int | float]:
+        dense = [k.counters for k, _ in self._steps if isinstance(k, DeltaDenseKernel)]
+        macs, full = sum(c["macs"] for c in dense), sum(c["macs_dense"] for c in dense)
+        return {"macs": macs, "macs_dense": full, "macs_fraction": round(macs / full, 6) if full else 0.0}
