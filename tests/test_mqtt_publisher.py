@@ -82,9 +82,10 @@ async def test_birth_will_and_nodelay(mosquitto: Any) -> None:
         await sub.subscribe("spikeline/n1/status", qos=1)
         (birth,) = await collect(sub, 1, 5)
         assert (birth.payload, birth.retain) == (b"online", True)
-        # Nagle is off on the publisher's socket: find it among this process's sockets by its peer.
-        peers = [sk for sk in _sockets_to(mosquitto.port) if sk.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)]
-        assert len(peers) == 1, "expected one TCP_NODELAY socket to the broker: the publisher's"
+        # Nagle is off on the publisher's socket
+        sock = pub.socket()
+        assert sock is not None and sock.getpeername() == ("127.0.0.1", mosquitto.port)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         # QoS 0 results take the fast path (written in the same loop iteration). Afterwards the socket
         # must not stay registered for writing, or the loop would spin on an always-writable socket.
         await sub.subscribe("spikeline/n1/r", qos=0)
@@ -95,24 +96,9 @@ async def test_birth_will_and_nodelay(mosquitto: Any) -> None:
         got = await collect(sub, 50, 5)
         assert [json.loads(m.payload)["seq"] for m in got] == list(range(50))
         await asyncio.sleep(0.05)
-        key = asyncio.get_running_loop()._selector.get_key(peers[0].fileno())  # type: ignore[attr-defined]
+        key = asyncio.get_running_loop()._selector.get_key(sock.fileno())  # type: ignore[attr-defined]
         assert not key.events & selectors.EVENT_WRITE, "publisher socket left registered for writing"
         await pub.stop(1.0)
         await asyncio.wait_for(task, 5)
         (bye,) = await collect(sub, 1, 5)
         assert bye.payload == b"offline"
-
-
-def _sockets_to(port: int) -> list[socket.socket]:
-    """This process's TCP sockets connected to 127.0.0.1:port (paho keeps its socket to itself)."""
-    import gc
-
-    out = []
-    for obj in gc.get_objects():
-        if isinstance(obj, socket.socket) and obj.family == socket.AF_INET and obj.fileno() >= 0:
-            try:
-                if obj.getpeername()[1] == port:
-                    out.append(obj)
-            except OSError:
-                continue
-    return out

@@ -132,6 +132,7 @@ class MqttPublisher:
         self._stopping = False
         self._retained: dict[str, bytes] = {}  # topic -> payload, (re)sent on every connect
         self._control: deque[tuple[str, bytes, int, bool]] = deque(maxlen=256)  # metrics and the like
+        self._paho: Any = None  # the connected paho client (aiomqtt's), while connected
 
     # -- producer side (pipelines) ----------------------------------------------------------------
 
@@ -172,6 +173,13 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def socket(self) -> socket.socket | None:
+        """The connection's socket while connected (for diagnostics: options, peer)."""
+        if not self._connected.is_set() or self._paho is None:
+            return None
+        sock = self._paho.socket()
+        return sock if isinstance(sock, socket.socket) else None
 
     # -- connection loop --------------------------------------------------------------------------
 
@@ -251,7 +259,7 @@ class MqttPublisher:
 
     async def _pump(self, client: aiomqtt.Client, v5: bool) -> None:
         props_cache: dict[int, Properties | None] = {}
-        paho = getattr(client, "_client", None)  # see _send_now
+        paho = self._paho = getattr(client, "_client", None)  # see _send_now
         while True:
             while self._control:
                 topic, payload, qos, retain = self._control[0]
