@@ -14,6 +14,18 @@ One step, batch-first, every population an snnTorch `Leaky` (reset by subtractio
 Ā, B̄ are the LMU's Legendre delay system discretised by zero-order hold (order d, window θ samples), fixed.
 The public L2MU training code applies Āᵀ (a torch Linear holding Ā multiplies by its transpose); both
 conventions are supported and recorded in the model file.
+
+Precision (what makes the compiled kernel reproduce this model spike for spike): every synaptic current
+(the four right-hand sides above, biases and B̄ s_u included) is summed in float64 and rounded to float32
+once; the neurons, the encoder and all parameters stay float32. The inputs of every product are spikes
+(0.0/1.0), so each product is one weight exactly, and a float64 sum of float32 weights is exact as long as
+it fits in 53 bits: with n inputs, when log2(max|w| / min|w|) + log2(n) <= 28 over the nonzero weights
+feeding one neuron (136 inputs: a span of 2^20; trained HAR-size models span at most about 2^19).
+The rounded current is then the correctly rounded exact sum, whatever order the sum is taken in: MKL's
+blocked, vectorised order here, spikeline's column gather (ext/l2mu.pyx) on the device. A float32 matmul
+does not have that property: its result depends on the BLAS library, the CPU's vector width and the
+summation order, differs from an in-order float32 sum in the last bit for most currents, and a last-bit
+difference in a membrane sitting at the threshold flips a spike, after which the two runs diverge.
 """
 
 from __future__ import annotations
@@ -89,15 +101,23 @@ class L2MU(nn.Module):
         s_h = torch.zeros(bsz, cfg.hidden)
         s_m = torch.zeros(bsz, m * d)
         rec: dict[str, list[torch.Tensor]] = {p: [] for p in POPULATIONS}
-        a = self.a_applied
+        f64 = torch.float64
+        # Weights (transposed) and Ā, B̄ in float64 for the current sums; see the module docstring.
+        e_x, e_h, e_m = self.e_x.T.to(f64), self.e_h.T.to(f64), self.e_m.T.to(f64)
+        w_x, w_h, w_m = self.W_x.T.to(f64), self.W_h.T.to(f64), self.W_m.T.to(f64)
+        w_o, b_o = self.W_o.T.to(f64), self.b_o.to(f64)
+        a_t, b_bar = self.a_applied.T.to(f64), self.B_bar.to(f64)
         for t in range(steps):
             cur_x = (x[:, t, :, None] * self.enc_w + self.enc_b).reshape(bsz, -1)
             s_x, mem["x"] = self.lif["x"](cur_x, mem["x"])
-            s_u, mem["u"] = self.lif["u"](s_x @ self.e_x.T + s_h @ self.e_h.T + s_m @ self.e_m.T, mem["u"])
-            cur_m = s_m.reshape(bsz, m, d) @ a.T + s_u[:, :, None] * self.B_bar
+            x64, h64, m64 = s_x.to(f64), s_h.to(f64), s_m.to(f64)  # ' = previous step's h and m
+            cur_u = (x64 @ e_x + h64 @ e_h + m64 @ e_m).float()
+            s_u, mem["u"] = self.lif["u"](cur_u, mem["u"])
+            cur_m = (m64.reshape(bsz, m, d) @ a_t + s_u.to(f64)[:, :, None] * b_bar).float()
             s_m, mem["m"] = self.lif["m"](cur_m.reshape(bsz, m * d), mem["m"])
-            s_h, mem["h"] = self.lif["h"](s_x @ self.W_x.T + s_h @ self.W_h.T + s_m @ self.W_m.T, mem["h"])
-            s_o, mem["o"] = self.lif["o"](s_h @ self.W_o.T + self.b_o, mem["o"])
+            cur_h = (x64 @ w_x + h64 @ w_h + s_m.to(f64) @ w_m).float()
+            s_h, mem["h"] = self.lif["h"](cur_h, mem["h"])
+            s_o, mem["o"] = self.lif["o"]((s_h.to(f64) @ w_o + b_o).float(), mem["o"])
             for p, s in zip(POPULATIONS, (s_x, s_u, s_m, s_h, s_o), strict=True):
                 rec[p].append(s)
         spikes = {p: torch.stack(v, dim=1) for p, v in rec.items()}
