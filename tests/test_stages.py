@@ -240,3 +240,46 @@ def test_delta_gru_and_readout_stages_from_model_files(tmp_path) -> None:  # typ
         build_stage("delta_gru", {"model": str(readout)}).start(meta)
     with pytest.raises(StageError, match=r"weight_ih must be \(3H, 2\)"):
         build_stage("delta_gru", {"model": str(gru)}).start(meta.derive(channels=("x", "y")))
+
+
+@pytest.mark.parametrize("readout", ["window", "leaky"])
+def test_l2mu_stage_counts_output_spikes_like_the_offline_model(tmp_path, readout: str) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from conftest import ROOT, need
+
+    try:
+        import torch
+    except ImportError:
+        need(False, "torch/snntorch not installed (pip install 'spikeline[test]')")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from l2mu_torch import L2MU, L2MUConfig, export
+
+    model = L2MU(L2MUConfig(n_inputs=3, n_outputs=4, enc=4, memory=4, order=4, theta=20, hidden=32, beta=0.8,
+                            threshold=0.5), seed=2)
+    path = export(model, tmp_path / "l2mu", {"classes": ["w", "x", "y", "z"]})
+    rng = np.random.default_rng(5)
+    n, rate = 500, 50.0
+    x = (np.cumsum(rng.standard_normal((n, 3)) * 0.3, axis=0)).astype(np.float32)
+    with torch.no_grad():
+        spikes = model(torch.from_numpy(x)[None])[0][0].numpy().astype(np.float64)
+    assert spikes.sum() > 20, "the model should be active for the comparison to mean something"
+    meta = StreamMeta("imu", "IMU", ("a", "b", "c"), rate)
+    p = {"model": str(path), "readout": readout, "window_s": 0.4, "every": 5}
+    whole = run([("l2mu", p)], x, meta, [n])
+    parts = run([("l2mu", p)], x, meta, random_sizes(rng, n))
+    got = np.concatenate([o.data for o in parts])
+    assert np.array_equal(np.concatenate([o.data for o in whole]), got)
+    assert np.concatenate([o.seqs() for o in parts]).tolist() == list(range(4, n, 5))
+    assert parts[0].meta.classes == ("w", "x", "y", "z") and parts[0].meta.nominal_rate == rate / 5
+    if readout == "window":
+        w = 20
+        padded = np.vstack([np.zeros((w, 4)), spikes])
+        want = np.stack([padded[i + 1:i + w + 1].sum(axis=0) for i in range(n)])[4::5]
+        assert np.array_equal(got, want)
+    else:
+        lam = np.exp(-1 / 20)
+        want = scipy.signal.lfilter([1.0], [1.0, -lam], spikes, axis=0)[4::5]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(StageError, match="the model takes 3 inputs"):
+        build_stage("l2mu", p).start(meta.derive(channels=("a", "b")))

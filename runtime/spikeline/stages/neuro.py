@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
+from ..kernels import SOSFilter
 from ..kernels.delta import DeltaDense as DeltaDenseKernel
 from ..kernels.delta import DeltaGRU as DeltaGRUKernel
 from ..kernels.lmu import LegendreMemory
@@ -274,3 +277,82 @@ class SNN(Stage):
         dense = [k.counters for k, _ in self._steps if isinstance(k, DeltaDenseKernel)]
         macs, full = sum(c["macs"] for c in dense), sum(c["macs_dense"] for c in dense)
         return {"macs": macs, "macs_dense": full, "macs_fraction": round(macs / full, 6) if full else 0.0}
+
+
+class L2MUStage(Stage):
+    kind = "l2mu"
+    summary = "spiking Legendre Memory Unit (L2MU) model; output: spike counts per class over a window, or leaky"
+    params = {
+        "model": Param("str", help='model file (.json) of kind "l2mu" (tools/l2mu_torch.py exports them)'),
+        "readout": Param("str", "window", choices=("window", "leaky"),
+                         help="window: output spikes counted over the last window_s; leaky: a decaying count"),
+        "window_s": Param("number", 1.0, min=0, min_exclusive=True, help="window (or decay time constant) in seconds"),
+        "every": Param("int", 1, min=1, help="emit one row per N input samples"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.l2mu import load_l2mu
+
+        if meta.nominal_rate <= 0:
+            raise StageError(f"l2mu needs a regular sampling rate; stream {meta.name!r} declares none")
+        try:
+            model = load(self.p["model"], kind="l2mu")
+            self._cell = load_l2mu(model)
+        except ModelError as e:
+            raise StageError(str(e), "model") from e
+        if self._cell.n_inputs != meta.n_channels:
+            raise StageError(f"the model takes {self._cell.n_inputs} inputs, stream {meta.name!r} has "
+                             f"{meta.n_channels}", "model")
+        rate = model.meta.get("config", {}).get("rate_hz") or model.meta.get("input", {}).get("rate_hz")
+        if rate and abs(float(rate) - meta.nominal_rate) > 1e-6 * meta.nominal_rate:
+            raise StageError(f"the model was trained at {rate} Hz, stream {meta.name!r} runs at "
+                             f"{meta.nominal_rate:g} Hz", "model")
+        n_out = self._cell.n_outputs
+        samples = self.p["window_s"] * meta.nominal_rate
+        if self.p["readout"] == "window":
+            self._window = max(1, round(samples))
+            self._history = np.zeros((self._window, n_out), np.float64)
+        else:
+            lam = math.exp(-1.0 / samples)
+            # leaky count y[n] = lam * y[n-1] + s[n], one SOS section on the compiled filter
+            self._leaky = SOSFilter(np.array([[1.0, 0.0, 0.0, 1.0, -lam, 0.0]]), n_out)
+        classes = tuple(model.meta.get("classes", ()))
+        names = classes if len(classes) == n_out else tuple(f"o{i}" for i in range(n_out))
+        self._out = meta.derive(channels=names, units=("spikes",) * n_out,
+                                nominal_rate=meta.nominal_rate / self.p["every"],
+                                classes=classes if len(classes) == n_out else ())
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk | None:
+        spikes = self._cell.step(chunk.data)
+        if self.p["readout"] == "window":
+            # counts over the last `window` samples for every row: differences of a running sum
+            w = self._window
+            both = np.concatenate([self._history, spikes])
+            cs = np.concatenate([np.zeros((1, both.shape[1])), np.cumsum(both, axis=0)])
+            scores = (cs[w + 1:] - cs[1:-w]).astype(np.float32)
+            self._history = both[-w:]
+        else:
+            scores = self._leaky.step(spikes)
+        out = chunk.with_data(np.ascontiguousarray(scores), self._out)
+        every = self.p["every"]
+        if every > 1:
+            first = (every - 1 - chunk.seq) % every
+            if first >= len(chunk):
+                return None
+            out = out.take(first, None, every)
+        return out
+
+    def reset(self) -> None:
+        self._cell.reset()
+        if self.p["readout"] == "window":
+            self._history[:] = 0
+        else:
+            self._leaky.reset()
+
+    def counters(self) -> dict[str, int | float]:
+        c: dict[str, int | float] = {k: int(np.sum(v)) for k, v in self._cell.counters.items()}
+        steps = c.get("steps", 0)
+        if steps:
+            c["synops_fraction"] = round(c["synops"] / (steps * self._cell.dense_synops), 6)
+        return c
