@@ -83,7 +83,8 @@ async def test_pipelines_share_a_daemon_and_one_failing_leaves_the_other_running
          "stages": [{"type": "bandpass", "low_hz": 8, "high_hz": 30}],
          "sinks": [{"type": "jsonl", "path": str(good)}]},
         {"name": "good2", "budget_ms": 20, "source": {"type": "lsl", "name": name},
-         "stages": [{"type": "select", "channels": ["Cz"]}],
+         "stages": [{"type": "select", "channels": ["Cz"]},
+                    {"type": "encode", "method": "delta", "delta_threshold": 2.0}],
          "sinks": [{"type": "jsonl", "path": str(other)}]},
     ]})
     d = Daemon(cfg)
@@ -101,5 +102,9 @@ async def test_pipelines_share_a_daemon_and_one_failing_leaves_the_other_running
     assert code == 1  # a pipeline failed: the daemon says so when it exits
     reports = {r["pipeline"]: r for r in d.last_reports}
     assert reports["missing"]["state"] == "failed" and reports["good"]["state"] == "stopped"
+    # stages that count their work publish it with the pipeline's metrics
+    enc = reports["good2"]["stage_counters"]["encode"]
+    assert enc["samples"] == d.pipelines[2].metrics.samples_in and enc["spikes"] > 0
+    assert "stage_counters" not in reports["good"]
     seqs = [json.loads(line)["seq"] for line in good.read_text().splitlines()]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
