@@ -13,13 +13,14 @@ per call and with 32-sample chunks:
 - torch: torch.nn.GRUCell stepped one sample per call (set_num_threads(1), no_grad); for chunks,
   torch.nn.GRU over the 32 samples in one call;
 - onnxruntime: the ONNX GRU operator (linear_before_reset=1, torch's equations; 1 step per call, or
-  32 steps for chunks), 1 intra-op thread, sequential, graph optimisation ALL, inputs and the
-  carried hidden state bound once (IOBinding, ping-pong between two state buffers);
-- litert: ai_edge_litert Interpreter (1 thread, default XNNPACK delegate) on a one-step GRU .tflite
-  built here without TensorFlow through the flatbuffer object API that ai_edge_litert ships
-  (schema_py_generated): FULLY_CONNECTED (x), FULLY_CONNECTED (h), SPLIT, ADD, LOGISTIC, MUL, TANH,
-  SUB (32 steps unrolled for chunks). Per call: write x into the input tensor, invoke, copy h out
-  into the h input. "litert-invoke" is invoke() alone: a lower bound no caller can reach.
+  32 steps for chunks) run by benchlib.OrtStep: 1 intra-op thread, sequential, graph optimisation
+  ALL, inputs and the carried hidden state bound once (IOBinding, ping-pong between two state buffers);
+- litert: benchlib.LiteRTStep, an ai_edge_litert Interpreter (1 thread, default XNNPACK delegate), on
+  a one-step GRU .tflite built without TensorFlow by benchlib.TFLiteBuilder (the flatbuffer object
+  API that ai_edge_litert ships, schema_py_generated): FULLY_CONNECTED (x), FULLY_CONNECTED (h),
+  SPLIT, ADD, LOGISTIC, MUL, TANH, SUB (32 steps unrolled for chunks). Per call: write x into the
+  input tensor, invoke, copy h out into the h input. "litert-invoke" is invoke() alone: a lower bound
+  no caller can reach.
 
 Every baseline is checked against torch.nn.GRUCell before it is timed (max |h| difference in the
 JSON). The dense baselines do the same work whatever the input, so they are timed once per
@@ -42,7 +43,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchlib import cpu_name, time_calls
+from benchlib import (
+    LiteRTStep,
+    OrtStep,
+    TFLiteBuilder,
+    available,
+    cpu_name,
+    format_table,
+    onnx_bytes,
+    time_calls,
+    timing,
+    versions,
+)
 from spikeline.kernels.ref_delta import DEFAULT_DENSE_ABOVE, DEFAULT_REFRESH_EVERY, DeltaGRURef
 
 CONFIGS = ((16, 64), (64, 128))
@@ -142,7 +154,6 @@ def _torch_cell(cell: Any, xs: F32, chunk: int) -> Baseline:
 
 def _onnx_gru(p: Params, steps: int) -> bytes:
     """An ONNX model: one GRU operator over `steps` samples, torch's equations (linear_before_reset)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w_ih, w_hh, b_ih, b_hh = p
@@ -163,180 +174,75 @@ def _onnx_gru(p: Params, steps: int) -> bytes:
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [steps, 1, 1, hidden]),
          helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, 1, hidden])],
         inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    data: bytes = model.SerializeToString()
-    return data
+    return onnx_bytes(graph)
 
 
 def _onnxruntime(p: Params, xs: F32, chunk: int) -> Baseline:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(_onnx_gru(p, chunk), so, providers=["CPUExecutionProvider"])
+    """benchlib.OrtStep on the GRU model: X written per call, the hidden state carried H0 <- Y_h."""
+    step = OrtStep(_onnx_gru(p, chunk), state={"H0": "Y_h"})
     n_in, hidden = p[0].shape[1], p[1].shape[1]
-    x_buf = np.zeros((chunk, 1, n_in), np.float32)
-    y_buf = np.zeros((chunk, 1, 1, hidden), np.float32)
-    h_buf = [np.zeros((1, 1, hidden), np.float32), np.zeros((1, 1, hidden), np.float32)]
-    ov_x, ov_y = ort.OrtValue.ortvalue_from_numpy(x_buf), ort.OrtValue.ortvalue_from_numpy(y_buf)
-    ov_h = [ort.OrtValue.ortvalue_from_numpy(h) for h in h_buf]
-    bindings = []
-    for k in (0, 1):  # ping-pong: state read from h_buf[k], written to h_buf[1 - k]
-        io = sess.io_binding()
-        io.bind_ortvalue_input("X", ov_x)
-        io.bind_ortvalue_input("H0", ov_h[k])
-        io.bind_ortvalue_output("Y", ov_y)
-        io.bind_ortvalue_output("Y_h", ov_h[1 - k])
-        bindings.append(io)
     n_chunks = len(xs) // chunk
     src = xs[: n_chunks * chunk].reshape(n_chunks, chunk, 1, n_in)
 
-    def call(i: int) -> object:
-        x_buf[...] = src[i % n_chunks]
-        sess.run_with_iobinding(bindings[i & 1])
-        return y_buf
-
     def run(x: F32) -> F32:
-        h_buf[0][...] = 0.0
+        step.reset()
         out = []
-        for i, c in enumerate(x.reshape(-1, chunk, 1, n_in)):
-            x_buf[...] = c
-            sess.run_with_iobinding(bindings[i & 1])
-            out.append(y_buf.reshape(chunk, hidden).copy())
+        for c in x.reshape(-1, chunk, 1, n_in):
+            step.inputs["X"][...] = c
+            step.run()
+            out.append(step.output("Y").reshape(chunk, hidden).copy())
         return np.concatenate(out)
 
-    return call, run
+    return step.caller(src, "X"), run
 
 
 def _tflite_gru(p: Params, steps: int) -> bytes:
-    """A .tflite GRU over `steps` samples (unrolled), built with ai_edge_litert's flatbuffer schema."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as tfl
-
+    """A .tflite GRU over `steps` samples (unrolled), built with benchlib.TFLiteBuilder (no TensorFlow)."""
     w_ih, w_hh, b_ih, b_hh = p
     hidden, n_in = w_hh.shape[1], w_ih.shape[1]
-    buffers: list[Any] = [tfl.BufferT()]  # buffer 0 is the empty sentinel
-    tensors: list[Any] = []
-    operators: list[Any] = []
-    codes: dict[int, int] = {}
-
-    def tensor(name: str, shape: tuple[int, ...], data: npt.NDArray[Any] | None = None,
-               dtype: int = tfl.TensorType.FLOAT32) -> int:
-        t = tfl.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, list(shape), dtype, 0
-        if data is not None:
-            b = tfl.BufferT()
-            b.data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
-            buffers.append(b)
-            t.buffer = len(buffers) - 1
-        tensors.append(t)
-        return len(tensors) - 1
-
-    def op(code: int, inputs: list[int], outputs: list[int], options: Any = None, options_type: int = 0) -> None:
-        codes.setdefault(code, len(codes))
-        o = tfl.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = codes[code], inputs, outputs
-        o.builtinOptionsType, o.builtinOptions = options_type, options
-        operators.append(o)
-
-    ops, opts = tfl.BuiltinOperator, tfl.BuiltinOptions
-
-    def split(axis: int, src: int, n: int, names: list[str], shape: tuple[int, ...]) -> list[int]:
-        o = tfl.SplitOptionsT()
-        o.numSplits = n
-        outs = [tensor(nm, shape) for nm in names]
-        op(ops.SPLIT, [axis, src], outs, o, opts.SplitOptions)
-        return outs
-
-    def binary(code: int, a: int, b: int, name: str) -> int:
-        options = {ops.ADD: (tfl.AddOptionsT, opts.AddOptions), ops.MUL: (tfl.MulOptionsT, opts.MulOptions),
-                   ops.SUB: (tfl.SubOptionsT, opts.SubOptions)}[code]
-        out = tensor(name, (1, hidden))
-        op(code, [a, b], [out], options[0](), options[1])
-        return out
-
-    def unary(code: int, a: int, name: str) -> int:
-        out = tensor(name, (1, hidden))
-        op(code, [a], [out])
-        return out
-
-    x = tensor("x", (steps, n_in))
-    h_in = h = tensor("h", (1, hidden))
-    wi, wh = tensor("w_ih", w_ih.shape, w_ih), tensor("w_hh", w_hh.shape, w_hh)  # FC weights: (out, in), torch's
-    bi, bh = tensor("b_ih", b_ih.shape, b_ih), tensor("b_hh", b_hh.shape, b_hh)
-    axis0 = tensor("axis0", (), np.array(0, np.int32), tfl.TensorType.INT32)
-    axis1 = tensor("axis1", (), np.array(1, np.int32), tfl.TensorType.INT32)
-    gi_all = tensor("gi", (steps, 3 * hidden))
-    op(ops.FULLY_CONNECTED, [x, wi, bi], [gi_all], tfl.FullyConnectedOptionsT(), opts.FullyConnectedOptions)
-    gi_rows = [gi_all] if steps == 1 else split(axis0, gi_all, steps, [f"gi{t}" for t in range(steps)], (1, 3 * hidden))
+    b = TFLiteBuilder()
+    ops, i32 = b.ops, b.tfl.TensorType.INT32
+    x = b.tensor("x", (steps, n_in))
+    h_in = h = b.tensor("h", (1, hidden))
+    wi, wh = b.tensor("w_ih", w_ih.shape, w_ih), b.tensor("w_hh", w_hh.shape, w_hh)  # FC weights: (out, in), torch's
+    bi, bh = b.tensor("b_ih", b_ih.shape, b_ih), b.tensor("b_hh", b_hh.shape, b_hh)
+    axis0 = b.tensor("axis0", (), np.array(0, np.int32), i32)
+    axis1 = b.tensor("axis1", (), np.array(1, np.int32), i32)
+    gi_all = b.fully_connected(x, wi, bi, "gi")
+    gi_rows = [gi_all] if steps == 1 else b.split(axis0, gi_all, steps, [f"gi{t}" for t in range(steps)],
+                                                  (1, 3 * hidden))
     outs = []
     for t, gi in enumerate(gi_rows):
-        gh = tensor(f"gh{t}", (1, 3 * hidden))
-        op(ops.FULLY_CONNECTED, [h, wh, bh], [gh], tfl.FullyConnectedOptionsT(), opts.FullyConnectedOptions)
-        gi_r, gi_z, gi_n = split(axis1, gi, 3, [f"gi{t}_{g}" for g in "rzn"], (1, hidden))
-        gh_r, gh_z, gh_n = split(axis1, gh, 3, [f"gh{t}_{g}" for g in "rzn"], (1, hidden))
-        r = unary(ops.LOGISTIC, binary(ops.ADD, gi_r, gh_r, f"ar{t}"), f"r{t}")
-        z = unary(ops.LOGISTIC, binary(ops.ADD, gi_z, gh_z, f"az{t}"), f"z{t}")
-        n = unary(ops.TANH, binary(ops.ADD, gi_n, binary(ops.MUL, r, gh_n, f"rn{t}"), f"an{t}"), f"n{t}")
-        h = binary(ops.ADD, n, binary(ops.MUL, z, binary(ops.SUB, h, n, f"hn{t}"), f"zhn{t}"), f"h{t + 1}")
+        gh = b.fully_connected(h, wh, bh, f"gh{t}")
+        gi_r, gi_z, gi_n = b.split(axis1, gi, 3, [f"gi{t}_{g}" for g in "rzn"], (1, hidden))
+        gh_r, gh_z, gh_n = b.split(axis1, gh, 3, [f"gh{t}_{g}" for g in "rzn"], (1, hidden))
+        r = b.unary(ops.LOGISTIC, b.binary(ops.ADD, gi_r, gh_r, f"ar{t}"), f"r{t}")
+        z = b.unary(ops.LOGISTIC, b.binary(ops.ADD, gi_z, gh_z, f"az{t}"), f"z{t}")
+        n = b.unary(ops.TANH, b.binary(ops.ADD, gi_n, b.binary(ops.MUL, r, gh_n, f"rn{t}"), f"an{t}"), f"n{t}")
+        h = b.binary(ops.ADD, n, b.binary(ops.MUL, z, b.binary(ops.SUB, h, n, f"hn{t}"), f"zhn{t}"), f"h{t + 1}")
         outs.append(h)
-    y = outs[0]
-    if steps > 1:
-        y = tensor("y", (steps, hidden))
-        c = tfl.ConcatenationOptionsT()
-        c.axis = 0
-        op(ops.CONCATENATION, outs, [y], c, opts.ConcatenationOptions)
-    sub = tfl.SubGraphT()
-    sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = tensors, [x, h_in], [y], operators, "main"
-    model = tfl.ModelT()
-    model.version, model.description, model.subgraphs, model.buffers = 3, "spikeline GRU step", [sub], buffers
-    model.operatorCodes = []
-    for code in sorted(codes, key=codes.__getitem__):
-        oc = tfl.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-        model.operatorCodes.append(oc)
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    y = outs[0] if steps == 1 else b.concat(outs, 0, "y", (steps, hidden))
+    return b.finish([x, h_in], [y], "spikeline GRU step")
 
 
 def _litert(p: Params, xs: F32, chunk: int) -> tuple[Baseline, Callable[[int], object]]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=_tflite_gru(p, chunk), num_threads=1)
-    interp.allocate_tensors()
-    inputs = {d["name"]: d["index"] for d in interp.get_input_details()}
-    out_index = interp.get_output_details()[0]["index"]
-    x_view, h_view, y_view = interp.tensor(inputs["x"]), interp.tensor(inputs["h"]), interp.tensor(out_index)
+    """benchlib.LiteRTStep on the GRU model: x written per call, h <- the last row of y after invoke."""
+    y_name = "y" if chunk > 1 else "h1"  # one step: the output is the new h itself
+    step = LiteRTStep(_tflite_gru(p, chunk), state={"h": y_name})
     n_chunks = len(xs) // chunk
     src = xs[: n_chunks * chunk].reshape(n_chunks, chunk, -1)
-
-    def call(i: int) -> object:
-        x_view()[...] = src[i % n_chunks]
-        interp.invoke()
-        h_view()[...] = y_view()[-1:]
-        return None
+    x_view, y_view = step.inputs["x"], step.outputs[y_name]
 
     def run(x: F32) -> F32:
-        h_view()[...] = 0.0
+        step.reset()
         out = []
         for c in x.reshape(-1, chunk, x.shape[1]):
             x_view()[...] = c
-            interp.invoke()
+            step.run()
             out.append(y_view().copy())
-            h_view()[...] = y_view()[-1:]
         return np.concatenate(out)
 
-    def invoke_only(_: int) -> object:
-        interp.invoke()
-        return None
-
-    return (call, run), invoke_only
+    return (step.caller(src, "x"), run), step.invoke_only()
 
 
 def _delta(cls: type[Any], p: Params, xs: F32, chunk: int) -> Callable[[int], object]:
@@ -385,10 +291,7 @@ def _torch_single_thread_no_grad() -> Iterator[None]:
 
 
 def _row(impl: str, cfg: str, mode: int, ns: npt.NDArray[np.int64], **extra: Any) -> dict[str, Any]:
-    median_us = float(np.median(ns)) / 1e3
-    return {"impl": impl, "config": cfg, "chunk": mode, "calls": int(ns.size), "median_us": round(median_us, 3),
-            "p99_us": round(float(np.percentile(ns, 99)) / 1e3, 3), "us_per_sample": round(median_us / mode, 4),
-            "samples_per_s": round(mode / (median_us * 1e-6)), **extra}
+    return {"impl": impl, "config": cfg, "chunk": mode, **timing(ns, mode), **extra}
 
 
 def _crossover(quick: bool, budget: tuple[float, int, int]) -> list[dict[str, Any]]:
@@ -419,23 +322,16 @@ def _crossover(quick: bool, budget: tuple[float, int, int]) -> list[dict[str, An
     return rows
 
 
-def _available(module: str) -> str | None:
-    try:
-        __import__(module)
-    except ImportError as exc:
-        return f"{module} not installed ({exc})"
-    return None
-
-
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, crossover: bool = True) -> dict[str, Any]:
+    """Every configuration, sparsity and implementation; crossover=False skips the DeltaDense sweep."""
     budget = (0.15, 30, 20_000) if quick else (1.0, 300, 200_000)
     ref_budget = (0.15, 10, 2_000) if quick else (1.0, 50, 20_000)
     skipped: dict[str, str] = {}
     for impl, module in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("litert", "ai_edge_litert")):
-        reason = _available(module)
+        reason = available(module)
         if reason:
             skipped[impl] = reason
-    if "onnxruntime" not in skipped and _available("onnx"):
+    if "onnxruntime" not in skipped and available("onnx"):
         skipped["onnxruntime"] = "the onnx package (model building) is not installed"
     if COMPILED is None:
         skipped["delta"] = "spikeline._ext.delta is not built (SPIKELINE_EXT_ONLY=delta python setup.py build_ext --inplace)"
@@ -488,33 +384,16 @@ def run(quick: bool) -> dict[str, Any]:
             "quick": quick, "theta_x": THETA_X, "theta_h": THETA_H, "chunk": CHUNK, "sequence": SEQ,
             "refresh_every": DEFAULT_REFRESH_EVERY, "dense_above": DEFAULT_DENSE_ABOVE, "skipped": skipped,
             "compiled": COMPILED is not None, "python": platform.python_version(), "numpy": np.__version__,
-            "versions": _versions(), "machine": platform.machine(), "cpu": cpu_name(),
+            "versions": versions("torch", "onnxruntime", "onnx", "ai_edge_litert"), "machine": platform.machine(), "cpu": cpu_name(),
         },
         "checks": checks,
         "sparsity": sparsity_info,
         "results": results,
-        "crossover": _crossover(quick, budget),
+        "crossover": _crossover(quick, budget) if crossover else [],
     }
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for module in ("torch", "onnxruntime", "onnx", "ai_edge_litert"):
-        with contextlib.suppress(Exception):
-            out[module] = str(getattr(__import__(module), "__version__", "?"))
-    return out
-
-
-
-def _format(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def tables(report: dict[str, Any]) -> str:
+def tables(report: dict[str, Any], markdown: bool = False) -> str:
     res = report["results"]
     header = ("impl", "config", "sparsity", "samples/call", "calls", "median µs/call", "p99 µs/call", "µs/sample",
               "samples/s")
@@ -525,7 +404,7 @@ def tables(report: dict[str, Any]) -> str:
         for r in res
     ]
     out = ["All implementations (dense baselines are timed once per configuration: their work does not",
-           "depend on the input):", _format(rows), ""]
+           "depend on the input):", format_table(rows, markdown=markdown), ""]
     base = {(r["impl"], r["config"], r["chunk"]): r for r in res if "input_sparsity" not in r}
     impls = [b for b in ("litert", "onnxruntime", "torch") if any(k[0] == b for k in base)]
     ratio_header = ("config", "sparsity", "h sparsity", "samples/call", "delta µs/sample",
@@ -541,28 +420,28 @@ def tables(report: dict[str, Any]) -> str:
         rows.append((r["config"], f"{r['input_sparsity']:.0%}", f"{r['h_sparsity']:.0%}", str(r["chunk"]),
                      f"{r['us_per_sample']:.3f}", *ratios, p99))
     out += [f"DeltaGRU (theta_x={report['meta']['theta_x']}, theta_h={report['meta']['theta_h']}) / dense "
-            "baseline, median time per sample (lower is better):", _format(rows), ""]
+            "baseline, median time per sample (lower is better):", format_table(rows, markdown=markdown), ""]
     rows = [("config", "input sparsity", "x sparsity", "h sparsity", "MACs done / dense", "h RMS vs lossless", "h std")]
     rows += [(s["config"], f"{s['input_sparsity']:.0%}", f"{s['x_sparsity']:.1%}", f"{s['h_sparsity']:.1%}",
               f"{s['macs_fraction']:.1%}", f"{s['h_rms_vs_lossless']:.4f}", f"{s['h_std']:.3f}")
              for s in report["sparsity"]]
-    out += ["Measured sparsity and the cost of theta_h:", _format(rows), ""]
-    out.append(_targets(report))
+    out += ["Measured sparsity and the cost of theta_h:", format_table(rows, markdown=markdown), ""]
+    out.append(_targets(report, markdown))
     if report["crossover"]:
         rows = [("n_in -> n_out", "active fraction", "sparse ns", "dense ns", "dense / sparse")]
         rows += [(f"{c['n_in']}->{c['n_out']}", f"{c['active_fraction']:.3f}", str(c["sparse_ns"]), str(c["dense_ns"]),
                   f"{c['dense_over_sparse']:.2f}") for c in report["crossover"]]
         out += ["", f"Sparse gather vs dense pass per DeltaDense update (DEFAULT_DENSE_ABOVE = "
-                f"{report['meta']['dense_above']}):", _format(rows)]
+                f"{report['meta']['dense_above']}):", format_table(rows, markdown=markdown)]
     if report["meta"]["skipped"]:
         out += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in report["meta"]["skipped"].items())]
     return "\n".join(out)
 
 
-def _targets(report: dict[str, Any]) -> str:
+def _targets(report: dict[str, Any], markdown: bool = False) -> str:
     res = report["results"]
     lines = ["Targets (one sample per call, median): DeltaGRU 16->64 at 90 % sparsity <= 0.5x and at 0 % <= 1.5x "
-             "the dense LiteRT (else ONNX Runtime) step:"]
+             "the dense LiteRT (else ONNX Runtime) step:" + ("\n" if markdown else "")]
     for baseline in ("litert", "onnxruntime"):
         ref = next((r for r in res if r["impl"] == baseline and r["config"] == TARGETS["config"] and r["chunk"] == 1),
                    None)
@@ -575,7 +454,7 @@ def _targets(report: dict[str, Any]) -> str:
                 continue
             ratio = d["median_us"] / ref["median_us"]
             verdict = "met" if ratio <= limit else "NOT met"
-            lines.append(f"  vs {baseline}: {sparsity:.0%} sparsity: {d['median_us']:.2f} / {ref['median_us']:.2f} µs = "
+            lines.append(f"{'- ' if markdown else '  '}vs {baseline}: {sparsity:.0%} sparsity: {d['median_us']:.2f} / {ref['median_us']:.2f} µs = "
                          f"{ratio:.2f}x (target <= {limit}x): {verdict}")
     return "\n".join(lines)
 

@@ -1,11 +1,15 @@
-"""Shared by the kernel benchmarks in tools/: timing calls, naming the CPU."""
+"""Shared by the kernel benchmarks in tools/: timing calls, naming the CPU, tables, and the dense
+baselines' plumbing: ONNX Runtime sessions and one-step runners, LiteRT interpreters, and a .tflite
+flatbuffer builder that needs no TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,3 +48,443 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+# --- results and tables ----------------------------------------------------------------------------
+
+
+def timing(ns: npt.NDArray[np.int64], samples: int) -> dict[str, Any]:
+    """The usual result fields of one timed case: calls, median and p99 µs per call, µs/sample, samples/s."""
+    median_us = float(np.median(ns)) / 1e3
+    return {"calls": int(ns.size), "median_us": round(median_us, 3),
+            "p99_us": round(float(np.percentile(ns, 99)) / 1e3, 3),
+            "us_per_sample": round(median_us / samples, 4), "samples_per_s": round(samples / (median_us * 1e-6))}
+
+
+def format_table(rows: Sequence[Sequence[str]], left: int = 1, markdown: bool = False) -> str:
+    """A table whose first row is the header, the first `left` columns left-aligned, the rest right.
+
+    Plain text (columns padded, a dashed rule under the header), or a Markdown pipe table that starts
+    with an empty line (so that it never continues a paragraph).
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    if markdown:
+        def line(r: Sequence[str]) -> str:
+            return "| " + " | ".join(c.ljust(w) if i < left else c.rjust(w)
+                                     for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
+
+        rule = "|" + "|".join((":" + "-" * (w + 1)) if i < left else ("-" * (w + 1) + ":")
+                              for i, w in enumerate(widths)) + "|"
+        return "\n".join(["", line(rows[0]), rule, *(line(r) for r in rows[1:])])
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def results_table(results: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, str]], markdown: bool = False,
+                  extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Every result row: the `keys` columns ((field, header) pairs, left-aligned), then calls, median and
+    p99 µs per call, µs per sample, samples/s, then `extra` columns (preformatted strings)."""
+    header = [h for _, h in keys] + ["calls", "median µs", "p99 µs", "µs/sample", "samples/s"] + [h for _, h in extra]
+    rows = [header] + [
+        [str(r[k]) for k, _ in keys] + [str(r["calls"]), f"{r['median_us']:.2f}", f"{r['p99_us']:.2f}",
+                                        f"{r['us_per_sample']:.3f}", f"{r['samples_per_s']:,}"]
+        + [_cell(r.get(k)) for k, _ in extra]
+        for r in results
+    ]
+    return format_table(rows, left=len(keys), markdown=markdown)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def ratio_table(results: Sequence[Mapping[str, Any]], group: Sequence[tuple[str, str]], target: str = "compiled",
+                markdown: bool = False, names: Mapping[str, str] | None = None) -> str:
+    """One row per `group` value (e.g. case and chunk) that has a `target` result: the target's median and
+    p99 per call, µs/sample and samples/s, then every other implementation's median µs/sample divided by
+    the target's ("12.3x": the target is 12.3 times faster; "-": not measured for that group)."""
+    names = names or {}
+    others: list[str] = []
+    for r in results:
+        if r["impl"] != target and r["impl"] not in others:
+            others.append(r["impl"])
+    by_group: dict[tuple[Any, ...], dict[str, Mapping[str, Any]]] = {}
+    for r in results:
+        by_group.setdefault(tuple(r[k] for k, _ in group), {})[r["impl"]] = r
+    header = [h for _, h in group] + [f"{target} median µs", "p99 µs", "µs/sample", "samples/s"]
+    header += [f"{names.get(o, o)} ÷ {target}" for o in others]
+    rows = [header]
+    for key, impls in by_group.items():
+        t = impls.get(target)
+        if t is None:
+            continue
+        rows.append([str(k) for k in key] + [f"{t['median_us']:.2f}", f"{t['p99_us']:.2f}", f"{t['us_per_sample']:.3f}",
+                                             f"{t['samples_per_s']:,}"]
+                    + [ratio(impls[o]["us_per_sample"], t["us_per_sample"]) if o in impls else "-" for o in others])
+    return format_table(rows, left=len(group), markdown=markdown)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """a / b as "1.23x", or "-" when either is missing."""
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def available(module: str) -> str | None:
+    """None if `module` imports, else why not (for a "skipped" entry)."""
+    try:
+        __import__(module)
+    except ImportError as exc:
+        return f"{module} not installed ({exc})"
+    return None
+
+
+def versions(*modules: str) -> dict[str, str]:
+    """__version__ of each importable module."""
+    out = {}
+    for module in modules:
+        with contextlib.suppress(Exception):
+            out[module] = str(getattr(__import__(module), "__version__", "?"))
+    return out
+
+
+# --- ONNX Runtime ----------------------------------------------------------------------------------
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def ort_session(model: bytes) -> Any:
+    """An ONNX Runtime CPU session as a latency-bound runtime would hold one: 1 intra-op and 1 inter-op
+    thread, sequential execution, graph optimisation level ALL."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def onnx_bytes(graph: Any, opset: int = 17) -> bytes:
+    """A checked, serialised ONNX model (IR version 8) around `graph` (an onnx GraphProto)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+class OrtStep:
+    """A static-shape model run one call at a time through IOBinding, every buffer preallocated.
+
+    `state` maps state inputs to the outputs that update them: those pairs get two buffers each and two
+    bindings that alternate (ping-pong: call k reads buffer k % 2 and writes the other), so the state is
+    carried from call to call without a copy. Every other input and output has one numpy buffer bound
+    once: write into `inputs[name]`, call run(), read output(name). The constructor runs `warmup` calls
+    (allocations, lazy kernel set-up) and then zeroes the state.
+    """
+
+    def __init__(self, model: bytes, state: Mapping[str, str] | None = None, warmup: int = 10) -> None:
+        import onnxruntime as ort
+
+        self.session = sess = ort_session(model)
+        state = dict(state or {})
+        self._out_state = back = {out: inp for inp, out in state.items()}  # state output -> its input
+
+        def buffer(meta: Any) -> npt.NDArray[Any]:
+            if not all(isinstance(d, int) for d in meta.shape):
+                raise ValueError(f"{meta.name} has a dynamic shape {meta.shape}: OrtStep needs static shapes")
+            return np.zeros(meta.shape, _NP_TYPES[meta.type])
+
+        self.inputs: dict[str, npt.NDArray[Any]] = {}
+        self.outputs: dict[str, npt.NDArray[Any]] = {}
+        self._state: dict[str, list[npt.NDArray[Any]]] = {}
+        for meta in sess.get_inputs():
+            if meta.name in state:
+                self._state[meta.name] = [buffer(meta), buffer(meta)]
+            else:
+                self.inputs[meta.name] = buffer(meta)
+        for meta in sess.get_outputs():
+            if meta.name not in back:
+                self.outputs[meta.name] = buffer(meta)
+        missing = set(state) - set(self._state)
+        if missing:
+            raise ValueError(f"state inputs {sorted(missing)} are not inputs of the model")
+        fixed = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in {**self.inputs, **self.outputs}.items()}
+        ping = {name: [ort.OrtValue.ortvalue_from_numpy(a) for a in pair] for name, pair in self._state.items()}
+        self._bindings = []
+        for k in (0, 1):
+            io = sess.io_binding()
+            for name in self.inputs:
+                io.bind_ortvalue_input(name, fixed[name])
+            for name in self.outputs:
+                io.bind_ortvalue_output(name, fixed[name])
+            for inp, out in state.items():
+                io.bind_ortvalue_input(inp, ping[inp][k])
+                io.bind_ortvalue_output(out, ping[inp][1 - k])
+            self._bindings.append(io)
+        self._k = 0
+        self._run = sess.run_with_iobinding
+        for _ in range(warmup):
+            self.run()
+        self.reset()
+
+    def run(self) -> None:
+        """One call: reads the inputs and the current state, writes the outputs and the next state."""
+        self._run(self._bindings[self._k])
+        self._k ^= 1
+
+    def reset(self) -> None:
+        """Zero the state (both buffers) and start again from buffer 0."""
+        for pair in self._state.values():
+            for a in pair:
+                a[...] = 0
+        self._k = 0
+
+    def write(self, name: str, value: npt.ArrayLike) -> None:
+        """Copy `value` into input `name` for the next run()."""
+        self.inputs[name][...] = value
+
+    def output(self, name: str) -> npt.NDArray[Any]:
+        """The latest value of an output (for a state output: the state the next call reads)."""
+        if name in self._out_state:
+            return self._state[self._out_state[name]][self._k]
+        return self.outputs[name]
+
+    def caller(self, xs: npt.NDArray[Any], name: str) -> Callable[[int], object]:
+        """A time_calls callable: call i copies xs[i % len(xs)] into input `name`, then runs one step."""
+        buf, run, n = self.inputs[name], self.run, len(xs)
+
+        def call(i: int) -> object:
+            buf[...] = xs[i % n]
+            run()
+            return buf
+
+        return call
+
+
+# --- LiteRT (ai_edge_litert) -----------------------------------------------------------------------
+
+
+class LiteRTStep:
+    """An ai_edge_litert Interpreter (1 thread, default XNNPACK delegate) run one call at a time.
+
+    Tensors are allocated once; numpy views of them are fetched per use (the interpreter refuses to
+    invoke while a view is held). `state` maps state inputs to the outputs that update them: after
+    each invoke the output is copied into the input (an output with more rows than its input, a
+    sequence, gives its last rows). The constructor runs `warmup` calls, then zeroes every input
+    (allocate_tensors leaves them uninitialised).
+    """
+
+    def __init__(self, model: bytes, state: Mapping[str, str] | None = None, threads: int = 1,
+                 warmup: int = 10) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = interp = Interpreter(model_content=model, num_threads=threads)
+        interp.allocate_tensors()
+        self.inputs = {d["name"]: interp.tensor(d["index"]) for d in interp.get_input_details()}
+        self.outputs = {d["name"]: interp.tensor(d["index"]) for d in interp.get_output_details()}
+        shapes = {d["name"]: tuple(d["shape"]) for d in (*interp.get_input_details(), *interp.get_output_details())}
+        self._carry: list[tuple[Callable[[], npt.NDArray[Any]], Callable[[], npt.NDArray[Any]], int]] = []
+        for inp, out in (state or {}).items():
+            rows = shapes[inp][0] if shapes[out][0] != shapes[inp][0] else 0  # 0: the whole output
+            self._carry.append((self.inputs[inp], self.outputs[out], rows))
+        self._state_inputs = [self.inputs[inp] for inp in (state or {})]
+        self.invoke = interp.invoke
+        for view in self.inputs.values():
+            view()[...] = 0
+        for _ in range(warmup):
+            self.run()
+        for view in self.inputs.values():
+            view()[...] = 0
+
+    def run(self) -> None:
+        """invoke(), then copy the new state into the state inputs."""
+        self.invoke()
+        for dst, src, rows in self._carry:
+            if rows:
+                dst()[...] = src()[-rows:]
+            else:
+                dst()[...] = src()
+
+    def write(self, name: str, value: npt.ArrayLike) -> None:
+        """Copy `value` into input `name` for the next run()."""
+        self.inputs[name]()[...] = value
+
+    def output(self, name: str) -> npt.NDArray[Any]:
+        """A copy of output `name` after the last run() (the interpreter refuses to invoke while a view
+        of its tensors is alive, so no view is handed out)."""
+        value: npt.NDArray[Any] = self.outputs[name]().copy()
+        return value
+
+    def reset(self) -> None:
+        """Zero the state inputs."""
+        for view in self._state_inputs:
+            view()[...] = 0
+
+    def caller(self, xs: npt.NDArray[Any], name: str) -> Callable[[int], object]:
+        """A time_calls callable: call i writes xs[i % len(xs)] into input `name`, then run()."""
+        view, run, n = self.inputs[name], self.run, len(xs)
+
+        def call(i: int) -> object:
+            view()[...] = xs[i % n]
+            run()
+            return None
+
+        return call
+
+    def invoke_only(self) -> Callable[[int], object]:
+        """A time_calls callable doing invoke() alone: a lower bound no caller can reach."""
+        invoke = self.invoke
+
+        def call(_: int) -> object:
+            invoke()
+            return None
+
+        return call
+
+
+class TFLiteBuilder:
+    """Builds a .tflite flatbuffer without TensorFlow, through the object API ai_edge_litert ships
+    (schema_py_generated). Tensors and operators are appended in call order; finish() packs the model.
+    Only builtin operators; every helper returns the index of its output tensor."""
+
+    def __init__(self) -> None:
+        from ai_edge_litert import schema_py_generated as tfl
+
+        self.tfl = tfl
+        self.ops, self.opts = tfl.BuiltinOperator, tfl.BuiltinOptions
+        self.buffers: list[Any] = [tfl.BufferT()]  # buffer 0 is the empty sentinel
+        self.tensors: list[Any] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.operators: list[Any] = []
+        self.codes: dict[int, int] = {}
+
+    def tensor(self, name: str, shape: tuple[int, ...], data: npt.NDArray[Any] | None = None,
+               dtype: int | None = None) -> int:
+        """A tensor (a constant when data is given); dtype defaults to FLOAT32."""
+        tfl = self.tfl
+        t = tfl.TensorT()
+        t.name, t.shape, t.buffer = name, list(shape), 0
+        t.type = tfl.TensorType.FLOAT32 if dtype is None else dtype
+        if data is not None:
+            b = tfl.BufferT()
+            b.data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+            self.buffers.append(b)
+            t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        self.shapes.append(tuple(shape))
+        return len(self.tensors) - 1
+
+    def const(self, name: str, data: npt.NDArray[Any]) -> int:
+        """A constant tensor holding `data` (float32 or int32)."""
+        kinds = {np.dtype(np.float32): self.tfl.TensorType.FLOAT32, np.dtype(np.int32): self.tfl.TensorType.INT32}
+        return self.tensor(name, data.shape, data, kinds[data.dtype])
+
+    def op(self, code: int, inputs: list[int], outputs: list[int], options: Any = None, options_type: int = 0) -> None:
+        self.codes.setdefault(code, len(self.codes))
+        o = self.tfl.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = self.codes[code], inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        self.operators.append(o)
+
+    def fully_connected(self, x: int, w: int, b: int, name: str) -> int:
+        """x (rows, in) @ wᵀ + b, w (out, in) as torch.nn.Linear.weight; b = -1: no bias."""
+        tfl = self.tfl
+        out = self.tensor(name, (self.shapes[x][0], self.shapes[w][0]))
+        self.op(self.ops.FULLY_CONNECTED, [x, w, b], [out], tfl.FullyConnectedOptionsT(),
+                self.opts.FullyConnectedOptions)
+        return out
+
+    def binary(self, code: int, a: int, b: int, name: str) -> int:
+        """ADD, SUB, MUL (with their options), or an option-less binary op (GREATER: a BOOL output)."""
+        tfl, ops, opts = self.tfl, self.ops, self.opts
+        options = {ops.ADD: (tfl.AddOptionsT, opts.AddOptions), ops.MUL: (tfl.MulOptionsT, opts.MulOptions),
+                   ops.SUB: (tfl.SubOptionsT, opts.SubOptions)}.get(code)
+        shape = tuple(np.broadcast_shapes(self.shapes[a], self.shapes[b]))
+        out = self.tensor(name, shape, dtype=tfl.TensorType.BOOL if code == ops.GREATER else None)
+        if options is None:
+            self.op(code, [a, b], [out])
+        else:
+            self.op(code, [a, b], [out], options[0](), options[1])
+        return out
+
+    def unary(self, code: int, a: int, name: str) -> int:
+        """An elementwise op without options (LOGISTIC, TANH, ...), same shape as its input."""
+        out = self.tensor(name, self.shapes[a])
+        self.op(code, [a], [out])
+        return out
+
+    def cast(self, a: int, name: str) -> int:
+        """BOOL -> FLOAT32 (1.0 / 0.0)."""
+        tfl = self.tfl
+        out = self.tensor(name, self.shapes[a])
+        o = tfl.CastOptionsT()
+        o.inDataType, o.outDataType = tfl.TensorType.BOOL, tfl.TensorType.FLOAT32
+        self.op(self.ops.CAST, [a], [out], o, self.opts.CastOptions)
+        return out
+
+    def greater(self, a: int, b: int, name: str) -> int:
+        """(a > b) as float32 1.0 / 0.0: GREATER then CAST (a strict Heaviside step)."""
+        return self.cast(self.binary(self.ops.GREATER, a, b, f"{name}_bool"), name)
+
+    def split(self, axis: int, src: int, n: int, names: list[str], shape: tuple[int, ...]) -> list[int]:
+        """SPLIT src into n equal parts along the INT32 scalar constant `axis`."""
+        o = self.tfl.SplitOptionsT()
+        o.numSplits = n
+        outs = [self.tensor(nm, shape) for nm in names]
+        self.op(self.ops.SPLIT, [axis, src], outs, o, self.opts.SplitOptions)
+        return outs
+
+    def concat(self, parts: list[int], axis: int, name: str, shape: tuple[int, ...]) -> int:
+        c = self.tfl.ConcatenationOptionsT()
+        c.axis = axis
+        out = self.tensor(name, shape)
+        self.op(self.ops.CONCATENATION, parts, [out], c, self.opts.ConcatenationOptions)
+        return out
+
+    def reshape(self, a: int, shape: tuple[int, ...], name: str) -> int:
+        o = self.tfl.ReshapeOptionsT()
+        o.newShape = list(shape)
+        target = self.const(f"{name}_shape", np.array(shape, np.int32))
+        out = self.tensor(name, shape)
+        self.op(self.ops.RESHAPE, [a, target], [out], o, self.opts.ReshapeOptions)
+        return out
+
+    def leaky(self, current: int, mem: int, beta: int, threshold: int, name: str) -> tuple[int, int]:
+        """One snnTorch Leaky step (reset by subtraction, strict threshold), in the compiled kernels' float32
+        operation order: mem' = (beta * mem + current) - (mem > threshold) * threshold, spikes = mem' > threshold.
+        Returns (spikes, mem'), the latter named f"{name}_mem"."""
+        ops = self.ops
+        drop = self.binary(ops.MUL, self.greater(mem, threshold, f"{name}_reset"), threshold, f"{name}_drop")
+        integrated = self.binary(ops.ADD, self.binary(ops.MUL, beta, mem, f"{name}_decayed"), current,
+                                 f"{name}_integrated")
+        new_mem = self.binary(ops.SUB, integrated, drop, f"{name}_mem")
+        return self.greater(new_mem, threshold, f"{name}_spikes"), new_mem
+
+    def finish(self, inputs: list[int], outputs: list[int], description: str) -> bytes:
+        """The .tflite flatbuffer (one subgraph "main", schema version 3)."""
+        tfl = self.tfl
+        sub = tfl.SubGraphT()
+        sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = (self.tensors, inputs, outputs,
+                                                                         self.operators, "main")
+        model = tfl.ModelT()
+        model.version, model.description, model.subgraphs, model.buffers = 3, description, [sub], self.buffers
+        model.operatorCodes = []
+        for code in sorted(self.codes, key=self.codes.__getitem__):
+            oc = tfl.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+            model.operatorCodes.append(oc)
+        import flatbuffers
+
+        builder = flatbuffers.Builder(1 << 20)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
