@@ -18,7 +18,7 @@ from scipy.signal import butter, iirnotch, tf2sos
 from spikeline.kernels._backend import pick
 from spikeline.kernels.reference import SOSFilterRef
 
-__all__ = ["BACKEND", "SOSFilter", "SOSFilterRef", "design_bandpass", "design_lowpass", "design_notch"]
+__all__ = ["BACKEND", "SOSFilter", "SOSFilterRef", "design_bandpass", "design_lowpass", "design_notch", "design_one_pole"]
 
 if TYPE_CHECKING:
     # Type checkers see the compiled class; the reference has the same interface.
@@ -61,6 +61,13 @@ def design_lowpass(cutoff_hz: float, fs: float, order: int) -> npt.NDArray[np.fl
     if not 0 < cutoff_hz < fs / 2:
         raise ValueError(f"low-pass needs 0 < cutoff_hz < fs/2 = {fs / 2:g} Hz, got cutoff_hz={cutoff_hz}")
     return _as_sos(butter(order, cutoff_hz, btype="lowpass", fs=fs, output="sos"))
+
+
+def design_one_pole(decay: float, gain: float = 1.0) -> npt.NDArray[np.float64]:
+    """y[n] = gain * x[n] + decay * y[n-1] as one (1, 6) SOS section: smoothers and leaky counters."""
+    if not (math.isfinite(decay) and 0.0 <= decay < 1.0):
+        raise ValueError(f"decay must be in [0, 1), got {decay}")
+    return _as_sos([[gain, 0.0, 0.0, 1.0, -decay, 0.0]])
 
 
 def design_notch(freq_hz: float, fs: float, q: float = 30.0) -> npt.NDArray[np.float64]:

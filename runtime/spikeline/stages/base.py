@@ -60,6 +60,13 @@ def build_stage(kind: str, p: dict[str, Any], name: str | None = None) -> Stage:
     return cls(name or kind, values)
 
 
+def need_rate(meta: StreamMeta, what: str) -> float:
+    """The stream's nominal rate, or a StageError: `what` needs regularly sampled input."""
+    if meta.nominal_rate <= 0:
+        raise StageError(f"{what} needs a regular sampling rate; stream {meta.name!r} declares none")
+    return meta.nominal_rate
+
+
 def channel_indices(meta: StreamMeta, names: list[str], param: str) -> list[int]:
     """Indices of the named channels, or a StageError naming the missing ones and what exists."""
     missing = [c for c in names if c not in meta.channels]

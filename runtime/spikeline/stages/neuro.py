@@ -7,14 +7,14 @@ import math
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
-from ..kernels import SOSFilter
+from ..kernels import SOSFilter, design_one_pole
 from ..kernels.delta import DeltaDense as DeltaDenseKernel
 from ..kernels.delta import DeltaGRU as DeltaGRUKernel
 from ..kernels.lmu import LegendreMemory
 from ..kernels.neurons import CubaLIFPopulation, DeltaModulator, LIFEncoder, LIFPopulation
 from ..modelfile import Model, ModelError, load
 from ..params import Param
-from .base import Stage, StageError
+from .base import Stage, StageError, need_rate
 
 
 class LMU(Stage):
@@ -27,9 +27,7 @@ class LMU(Stage):
     }
 
     def start(self, meta: StreamMeta) -> StreamMeta:
-        if meta.nominal_rate <= 0:
-            raise StageError(f"lmu needs a regular sampling rate; stream {meta.name!r} declares none")
-        theta = self.p["theta_s"] * meta.nominal_rate
+        theta = self.p["theta_s"] * need_rate(meta, "lmu")
         if theta < 1:
             raise StageError(f"theta_s = {self.p['theta_s']:g} s is less than one sample at {meta.nominal_rate:g} Hz",
                              "theta_s")
@@ -293,8 +291,7 @@ class L2MUStage(Stage):
     def start(self, meta: StreamMeta) -> StreamMeta:
         from ..kernels.l2mu import load_l2mu
 
-        if meta.nominal_rate <= 0:
-            raise StageError(f"l2mu needs a regular sampling rate; stream {meta.name!r} declares none")
+        need_rate(meta, "l2mu")
         try:
             model = load(self.p["model"], kind="l2mu")
             self._cell = load_l2mu(model)
@@ -315,7 +312,7 @@ class L2MUStage(Stage):
         else:
             lam = math.exp(-1.0 / samples)
             # leaky count y[n] = lam * y[n-1] + s[n], one SOS section on the compiled filter
-            self._leaky = SOSFilter(np.array([[1.0, 0.0, 0.0, 1.0, -lam, 0.0]]), n_out)
+            self._leaky = SOSFilter(design_one_pole(lam), n_out)
         classes = tuple(model.meta.get("classes", ()))
         names = classes if len(classes) == n_out else tuple(f"o{i}" for i in range(n_out))
         self._out = meta.derive(channels=names, units=("spikes",) * n_out,

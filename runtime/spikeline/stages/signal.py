@@ -7,15 +7,9 @@ import math
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
-from ..kernels import SOSFilter, design_bandpass, design_notch
+from ..kernels import SOSFilter, design_bandpass, design_notch, design_one_pole
 from ..params import Param
-from .base import Stage, StageError, channel_indices
-
-
-def _need_rate(meta: StreamMeta, what: str) -> float:
-    if meta.nominal_rate <= 0:
-        raise StageError(f"{what} needs a regular sampling rate; stream {meta.name!r} declares none")
-    return meta.nominal_rate
+from .base import Stage, StageError, channel_indices, need_rate
 
 
 class Select(Stage):
@@ -41,7 +35,7 @@ class _SOSStage(Stage):
         raise NotImplementedError
 
     def start(self, meta: StreamMeta) -> StreamMeta:
-        fs = _need_rate(meta, self.kind)
+        fs = need_rate(meta, self.kind)
         try:
             sos = self._sos(fs)
         except ValueError as e:
@@ -99,11 +93,10 @@ class BandPower(Stage):
     }
 
     def start(self, meta: StreamMeta) -> StreamMeta:
-        fs = _need_rate(meta, self.kind)
+        fs = need_rate(meta, self.kind)
         a = 1.0 - math.exp(-1.0 / (self.p["window_s"] * fs))
         # One-pole smoother y[n] = a x[n] + (1 - a) y[n-1] as one SOS section on the same compiled kernel.
-        sos = np.array([[a, 0.0, 0.0, 1.0, -(1.0 - a), 0.0]])
-        self._filter = SOSFilter(sos, meta.n_channels)
+        self._filter = SOSFilter(design_one_pole(1.0 - a, a), meta.n_channels)
         every = self.p["every"]
         units = tuple(f"{u}²" if u else "" for u in meta.units)
         self._out = meta.derive(nominal_rate=fs / every, units=units)
@@ -174,9 +167,9 @@ class Decide(Stage):
                              "classes")
         self._filter = None
         if self.p["smooth_s"] > 0:
-            fs = _need_rate(meta, "smoothing")
+            fs = need_rate(meta, "smoothing")
             a = 1.0 - math.exp(-1.0 / (self.p["smooth_s"] * fs))
-            self._filter = SOSFilter(np.array([[a, 0.0, 0.0, 1.0, -(1.0 - a), 0.0]]), k)
+            self._filter = SOSFilter(design_one_pole(1.0 - a, a), k)
         self._current = -1
         self._out = meta.derive(classes=tuple(self.p["classes"]))
         return self._out
