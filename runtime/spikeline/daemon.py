@@ -98,7 +98,7 @@ class Daemon:
                 r["mqtt"] = {"connected": s.connected, "protocol": s.protocol, "published": s.published,
                              "backlog": self.publisher.backlog, "dropped_offline": s.dropped_offline,
                              "dropped_shutdown": s.dropped_shutdown, "connects": s.connects,
-                             "connect_failures": s.connect_failures}
+                             "connect_failures": s.connect_failures, "last_error": s.last_error}
                 topic = f"spikeline/{self.cfg.node}/{p.name}/metrics"
                 self.publisher.publish_control(topic, json.dumps(r, separators=(",", ":")).encode())
             reports.append(r)

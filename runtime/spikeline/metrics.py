@@ -97,9 +97,6 @@ class LatencyHistogram:
             "mean": round(self.sum / self.count * 1e3, 4),
         }
 
-    def buckets(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """(upper edges in seconds, cumulative counts) of the non-empty range, for Prometheus-style export."""
-        return _UPPER, np.cumsum(self.counts)
 
 
 @dataclass
