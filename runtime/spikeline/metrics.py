@@ -98,7 +98,6 @@ class LatencyHistogram:
         }
 
 
-
 @dataclass
 class PipelineMetrics:
     """Everything a pipeline counts: totals since start, and rates/percentiles since the last `report()`."""
