@@ -67,10 +67,19 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.string cimport memcpy
 
-import math
-import operator
 
 import numpy as np
+
+# Python-level checks shared with the numpy reference, so both backends give the same errors.
+from spikeline.kernels.ref_delta import (
+    _bias,
+    _counter_dict,
+    _dense_min,
+    _matrix,
+    _positive,
+    _set_state,
+    _threshold,
+)
 
 cnp.import_array()
 
@@ -477,90 +486,10 @@ cdef cnp.ndarray _checked_out(object x, object out, Py_ssize_t n_rows, Py_ssize_
     return oa
 
 
-cdef object _matrix(object value, str name, tuple shape):
-    """value as a C-contiguous float32 copy of the given shape, finite."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    with np.errstate(over="ignore"):
-        arr = np.array(arr, dtype=np.float32, order="C", copy=True)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite in float32, got NaN, inf or a value beyond float32 range")
-    return arr
-
-
-cdef object _bias(object value, str name, Py_ssize_t n):
-    """A float32 bias of length n (zeros for None), with -0.0 mapped to +0.0."""
-    if value is None:
-        return np.zeros(n, dtype=np.float32)
-    return _matrix(value, name, (n,)) + np.float32(0.0)
-
-
-cdef float _threshold(object value, str name) except? -1.0:
-    theta = float(value)
-    if not (math.isfinite(theta) and theta >= 0.0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return <float>np.float32(theta + 0.0)  # -0.0 -> +0.0: _encode compares bit patterns
-
-
-cdef Py_ssize_t _positive(object value, str name, Py_ssize_t minimum) except -1:
-    cdef Py_ssize_t v = operator.index(value)
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-cdef Py_ssize_t _dense_min(object dense_above, Py_ssize_t n_in) except -1:
-    """The largest nnz that still takes the sparse path."""
-    frac = float(dense_above)
-    if not 0.0 <= frac <= 1.0:
-        raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
-    return int(math.floor(frac * n_in))
-
-
 cdef Py_ssize_t _checked_stream(Py_ssize_t stream, Py_ssize_t n_streams) except -1:
     if stream < 0 or stream >= n_streams:
         raise ValueError(f"stream must be in [0, {n_streams}), got {stream}")
     return stream
-
-
-cdef void _set_state(dict live, object value) except *:
-    """Validate every entry of a state dict, then copy it into the live arrays (all or nothing)."""
-    if not isinstance(value, dict):
-        raise TypeError(f"state must be a dict with keys {list(live)}, got {type(value).__name__}")
-    if set(value) != set(live):
-        raise ValueError(f"state must have exactly the keys {list(live)}, got {list(value)}")
-    staged = {}
-    for name, target in live.items():
-        arr = np.asarray(value[name])
-        if name == "t":
-            if arr.dtype.kind not in "iu":
-                raise TypeError(f"state['t'] must be an integer array, got dtype {arr.dtype}")
-            if arr.shape != target.shape:
-                raise ValueError(f"state['t'] must have shape {target.shape}, got {arr.shape}")
-            if (arr < 0).any():
-                raise ValueError("state['t'] must be >= 0")
-        else:
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"state[{name!r}] must be a real numeric array, got dtype {arr.dtype}")
-            if arr.shape != target.shape:
-                raise ValueError(f"state[{name!r}] must have shape {target.shape}, got {arr.shape}")
-            with np.errstate(over="ignore"):
-                arr = arr.astype(np.float32)
-            if not np.isfinite(arr).all():
-                raise ValueError(f"state[{name!r}] must be finite in float32")
-            if name.startswith("acc"):
-                arr = arr + np.float32(0.0)  # no negative zeros in an accumulator (see the top comment)
-        staged[name] = arr
-    for name, arr in staged.items():
-        live[name][...] = arr
-
-
-cdef dict _counter_dict(object rows, tuple names):
-    totals = rows.sum(axis=0) if rows.ndim == 2 else rows
-    return {name: int(totals[_COUNTER_COLUMNS[name]]) for name in names}
 
 
 # --- DeltaDense -------------------------------------------------------------------------------------
