@@ -64,6 +64,27 @@ def test_bandpass_stage_equals_scipy_from_the_primed_state() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 rounding of input and output only
 
 
+def test_filterbank_is_every_band_of_every_channel_like_scipy_and_chunk_invariant() -> None:
+    x = SyntheticEEG(n_channels=3, rate=RATE, seed=4).next(2000)
+    meta = stream(x, ("C3", "C4", "Cz"))
+    bands = [8, 12, 12, 16, 16, 24, 24, 30]
+    p = {"bands_hz": bands, "order": 4}
+    whole = run([("filterbank", p)], x, meta, [2000])
+    parts = run([("filterbank", p)], x, meta, random_sizes(np.random.default_rng(1), 2000))
+    a = np.concatenate([o.data for o in whole])
+    assert np.array_equal(a, np.concatenate([o.data for o in parts]))
+    assert whole[0].meta.channels[:4] == ("C3@8-12", "C4@8-12", "Cz@8-12", "C3@12-16")
+    x64 = x.astype(np.float64)
+    for b, (lo, hi) in enumerate(zip(bands[::2], bands[1::2], strict=True)):
+        sos = scipy.signal.butter(4, [lo, hi], btype="bandpass", fs=RATE, output="sos")
+        want, _ = scipy.signal.sosfilt(sos, x64, axis=0, zi=scipy.signal.sosfilt_zi(sos)[:, :, None] * x64[0])
+        np.testing.assert_allclose(a[:, 3 * b:3 * b + 3], want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(Exception, match="pairs"):
+        build_stage("filterbank", {"bands_hz": [8, 12, 16]})
+    with pytest.raises(StageError, match="160 Hz"):
+        build_stage("filterbank", {"bands_hz": [8, 12, 70, 90]}).start(stream(x, ("a", "b", "c"), 160.0))
+
+
 def test_bandpower_is_chunk_invariant_and_matches_the_offline_smoother() -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2000, 3)).astype(np.float32)

@@ -88,8 +88,10 @@ def save(path: str | Path, kind: str, arrays: Mapping[str, npt.ArrayLike], meta:
 
 
 def load(path: str | Path, kind: str | None = None) -> Model:
-    """Read and verify a model. `kind`, when given, must match the file's."""
-    jpath = Path(path)
+    """Read and verify a model (a path, or an id from the model registry). `kind`, when given, must match."""
+    from .registry import resolve
+
+    jpath = resolve(path, kind)
     if jpath.suffix == ".npz":
         jpath = jpath.with_suffix(".json")
     try:

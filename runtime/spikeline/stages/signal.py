@@ -83,6 +83,56 @@ class Notch(_SOSStage):
         return design_notch(self.p["freq_hz"], fs, self.p["q"])
 
 
+def _check_bands(v: list[float]) -> str | None:
+    if not v or len(v) % 2:
+        return "needs pairs of [low, high] edges in Hz, e.g. [8, 12, 12, 16]"
+    if any(lo <= 0 or hi <= lo for lo, hi in zip(v[::2], v[1::2], strict=True)):
+        return "every band needs 0 < low < high"
+    return None
+
+
+class FilterBank(Stage):
+    kind = "filterbank"
+    summary = "causal Butterworth band-pass bank: every channel in every band (band-major output channels)"
+    params = {
+        "bands_hz": Param("number_list", help="band edges as pairs: [low1, high1, low2, high2, ...]",
+                          check=_check_bands),
+        "order": Param("int", 4, min=1, max=12),
+        "prime": Param("bool", True, help="start from the steady state of the first sample"),
+    }
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        fs = need_rate(meta, "filterbank")
+        v = self.p["bands_hz"]
+        self._bands = list(zip(v[::2], v[1::2], strict=True))
+        try:
+            self._filters = [SOSFilter(design_bandpass(lo, hi, fs, self.p["order"]), meta.n_channels)
+                             for lo, hi in self._bands]
+        except ValueError as e:
+            raise StageError(f"{e} (stream {meta.name!r} runs at {fs:g} Hz)", "bands_hz") from e
+        self._primed = not self.p["prime"]
+        channels = tuple(f"{c}@{lo:g}-{hi:g}" for lo, hi in self._bands for c in meta.channels)
+        self._out = meta.derive(channels=channels, units=meta.units * len(self._bands))
+        return self._out
+
+    def process(self, chunk: SampleChunk) -> SampleChunk:
+        x = chunk.data
+        if not self._primed and len(chunk):
+            for f in self._filters:
+                f.prime(x[0].astype(np.float64))
+            self._primed = True
+        c = x.shape[1]
+        out = np.empty((len(chunk), c * len(self._filters)), x.dtype)
+        for b, f in enumerate(self._filters):
+            out[:, b * c:(b + 1) * c] = f.step(x)
+        return chunk.with_data(out, self._out)
+
+    def reset(self) -> None:
+        for f in self._filters:
+            f.reset()
+        self._primed = not self.p["prime"]
+
+
 class BandPower(Stage):
     kind = "bandpower"
     summary = "smoothed power per channel (x² through a one-pole low-pass), emitted every N samples"
