@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from spikeline import registry
 from spikeline.modelfile import ModelError, load, save
-
-from .conftest import ROOT
 
 
 @pytest.fixture

@@ -72,13 +72,13 @@ def read_manifest(directory: Path) -> dict[str, Entry]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("models"), dict):
         raise ModelError(f"model manifest {path}: not a {FORMAT!r} manifest with a 'models' table")
     out: dict[str, Entry] = {}
-    for mid, e in doc["models"].items():
-        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("file", "kind", "sha256")):
+    for mid, spec in doc["models"].items():
+        if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) for k in ("file", "kind", "sha256")):
             raise ModelError(f"model manifest {path}: entry {mid!r} needs string 'file', 'kind' and 'sha256'")
-        card = e.get("card")
-        out[mid] = Entry(id=mid, file=directory / e["file"], kind=e["kind"], sha256=e["sha256"],
+        card = spec.get("card")
+        out[mid] = Entry(id=mid, file=directory / spec["file"], kind=spec["kind"], sha256=spec["sha256"],
                          card=directory / card if isinstance(card, str) else None,
-                         summary=str(e.get("summary", "")), meta=dict(e.get("meta") or {}))
+                         summary=str(spec.get("summary", "")), meta=dict(spec.get("meta") or {}))
     return out
 
 
