@@ -16,7 +16,7 @@ per call and with 32-sample chunks:
   32 steps for chunks) run by benchlib.OrtStep: 1 intra-op thread, sequential, graph optimisation
   ALL, inputs and the carried hidden state bound once (IOBinding, ping-pong between two state buffers);
 - litert: benchlib.LiteRTStep, an ai_edge_litert Interpreter (1 thread, default XNNPACK delegate), on
-  a one-step GRU .tflite built without TensorFlow by benchlib.TFLiteBuilder (the flatbuffer object
+  a one-step GRU .tflite built without TensorFlow by tflite_build.TFLiteBuilder (the flatbuffer object
   API that ai_edge_litert ships, schema_py_generated): FULLY_CONNECTED (x), FULLY_CONNECTED (h),
   SPLIT, ADD, LOGISTIC, MUL, TANH, SUB (32 steps unrolled for chunks). Per call: write x into the
   input tensor, invoke, copy h out into the h input. "litert-invoke" is invoke() alone: a lower bound
@@ -46,7 +46,6 @@ import numpy.typing as npt
 from benchlib import (
     LiteRTStep,
     OrtStep,
-    TFLiteBuilder,
     available,
     cpu_name,
     format_table,
@@ -56,6 +55,7 @@ from benchlib import (
     versions,
 )
 from spikeline.kernels.ref_delta import DEFAULT_DENSE_ABOVE, DEFAULT_REFRESH_EVERY, DeltaGRURef
+from tflite_build import TFLiteBuilder
 
 CONFIGS = ((16, 64), (64, 128))
 SPARSITIES = (0.0, 0.5, 0.9, 0.99)
@@ -197,7 +197,7 @@ def _onnxruntime(p: Params, xs: F32, chunk: int) -> Baseline:
 
 
 def _tflite_gru(p: Params, steps: int) -> bytes:
-    """A .tflite GRU over `steps` samples (unrolled), built with benchlib.TFLiteBuilder (no TensorFlow)."""
+    """A .tflite GRU over `steps` samples (unrolled), built with tflite_build.TFLiteBuilder (no TensorFlow)."""
     w_ih, w_hh, b_ih, b_hh = p
     hidden, n_in = w_hh.shape[1], w_ih.shape[1]
     b = TFLiteBuilder()

@@ -26,7 +26,7 @@ outputs the output spikes s_o and the new state):
   ping-pongs between two bound buffers, so no copy). Its output and hidden spikes must equal the
   compiled kernel's on every check sample, or the bench stops;
 - "onnxruntime-f32": the same module with float32 matmuls (as "snntorch-f32");
-- "litert-f32": the same float32 step as a .tflite flatbuffer (benchlib.TFLiteBuilder: RESHAPE, MUL,
+- "litert-f32": the same float32 step as a .tflite flatbuffer (tflite_build.TFLiteBuilder: RESHAPE, MUL,
   ADD, SUB, GREATER, CAST, CONCATENATION, FULLY_CONNECTED; no TensorFlow), run by benchlib.LiteRTStep
   (1 thread, default XNNPACK delegate; per call: write x, invoke, copy the seven new state tensors into
   the state inputs). There is no float64 LiteRT model: FULLY_CONNECTED, BATCH_MATMUL, ADD, MUL and
@@ -59,7 +59,6 @@ import numpy.typing as npt
 from benchlib import (
     LiteRTStep,
     OrtStep,
-    TFLiteBuilder,
     available,
     cpu_name,
     ratio_table,
@@ -70,6 +69,7 @@ from benchlib import (
 )
 from spikeline.kernels.l2mu import load_l2mu
 from spikeline.kernels.ref_l2mu import L2MUCellRef
+from tflite_build import TFLiteBuilder
 
 F32 = npt.NDArray[np.float32]
 CHUNKS = (1, 50)

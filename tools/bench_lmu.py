@@ -15,7 +15,7 @@ h and m carried from call to call (inputs x, h, m; outputs h_out, m_out):
 - "onnxruntime": an ONNX graph built with onnx.helper (Concat, MatMul, Add, Mul, Tanh), run by
   benchlib.OrtStep (1 intra-op thread, sequential, optimisation ALL, IOBinding; h and m ping-pong
   between two bound buffers each, so the state is carried without a copy);
-- "litert": the same step as a .tflite flatbuffer (benchlib.TFLiteBuilder: CONCATENATION,
+- "litert": the same step as a .tflite flatbuffer (tflite_build.TFLiteBuilder: CONCATENATION,
   FULLY_CONNECTED, MUL, ADD, TANH; no TensorFlow), run by benchlib.LiteRTStep (1 thread, default
   XNNPACK delegate; per call: write x, invoke, copy h_out and m_out into the h and m inputs).
 Both sum in float32 in their own order (the kernel: double, in a fixed order), so they are checked
@@ -39,7 +39,6 @@ import numpy.typing as npt
 from benchlib import (
     LiteRTStep,
     OrtStep,
-    TFLiteBuilder,
     available,
     cpu_name,
     onnx_bytes,
@@ -50,6 +49,7 @@ from benchlib import (
     versions,
 )
 from spikeline.kernels.lmu import LegendreMemoryRef, LMUCellRef
+from tflite_build import TFLiteBuilder
 
 F32 = npt.NDArray[np.float32]
 CHUNKS = (1, 32, 256)

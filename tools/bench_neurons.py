@@ -15,7 +15,7 @@ membrane carried from call to call (inputs x and mem, outputs spikes and the new
 operations in the kernel's order: Greater, Cast, Mul, Mul, Add, Sub, Greater, Cast):
 - "onnxruntime": an ONNX graph built with onnx.helper, run by benchlib.OrtStep (1 intra-op thread,
   sequential, optimisation ALL, IOBinding; the membrane ping-pongs between two bound buffers);
-- "litert": the same graph as a .tflite flatbuffer (benchlib.TFLiteBuilder: GREATER, CAST, MUL, ADD,
+- "litert": the same graph as a .tflite flatbuffer (tflite_build.TFLiteBuilder: GREATER, CAST, MUL, ADD,
   SUB; no TensorFlow), run by benchlib.LiteRTStep (1 thread, default XNNPACK delegate; per call: write
   x, invoke, copy the new membrane into the mem input).
 Both must reproduce the compiled kernel exactly (spikes and membranes over 300 samples, checked before
@@ -41,7 +41,6 @@ import numpy.typing as npt
 from benchlib import (
     LiteRTStep,
     OrtStep,
-    TFLiteBuilder,
     available,
     cpu_name,
     onnx_bytes,
@@ -57,6 +56,7 @@ from spikeline.kernels.ref_neurons import (
     LIFEncoderRef,
     LIFPopulationRef,
 )
+from tflite_build import TFLiteBuilder
 
 CHUNKS = (1, 32)
 POOL = 16  # distinct input chunks cycled through, so every call does not read the same cache lines
