@@ -63,8 +63,11 @@ class Pipeline:
                 where = f"{sc.path}.{e.param}" if e.param else sc.path
                 raise ConfigError([f"{where}: {e}"]) from e
         self.meta_out = meta
-        for sink in self.sinks:
-            sink.start(meta)
+        for sink, kc in zip(self.sinks, self.cfg.sinks, strict=True):
+            try:
+                sink.start(meta)
+            except ValueError as e:  # the sink cannot take this stream (e.g. decisions without classes)
+                raise ConfigError([f"{kc.path}: {e}"]) from e
         rate = self.meta_in.nominal_rate
         cap = self.cfg.queue_samples or max(64, math.ceil(self.cfg.queue_s * (rate if rate > 0 else 1000.0)))
         self.queue = SampleQueue(cap)
