@@ -191,7 +191,7 @@ def load_spar(path: Path, *, rate_hz: float | None = None,
     """
     need = ("data", "offsets", "y", "subject", "side", "channels", "classes", "rate_hz")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             missing = [k for k in need if k not in z.files]
             if missing:
                 raise RecordingError(f"{path}: not a SPAR recording: keys {', '.join(missing)} are missing "
