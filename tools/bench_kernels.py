@@ -12,7 +12,9 @@ run-to-run noise when measured), then the tables:
   reference, snnTorch per step, ONNX Runtime and LiteRT one-step LIF 256 models;
 - delta: DeltaGRU 16->64 and 64->128 at input temporal sparsity 0 / 50 / 90 / 99 %
   (tools/bench_delta.py): numpy reference, torch GRUCell, ONNX Runtime and LiteRT dense GRU steps;
-- sos: the streaming SOS filter (this file, described below): numpy reference, scipy.signal.sosfilt.
+- sos: the streaming SOS filter (this file, described below): numpy reference, scipy.signal.sosfilt;
+- infer: the onnx and litert stages (tools/bench_infer.py): per-call cost of a stage call over the bare
+  ONNX Runtime / LiteRT call on the same one-step and windowed models.
 
 --only FAMILY[,FAMILY] runs a subset, --quick shortens every time budget (~0.15 s per case instead of
 ~1 s). --write-docs also times the target families (l2mu, delta without its crossover sweep) a second
@@ -141,6 +143,7 @@ FAMILIES = {
     "neurons": ("bench_neurons", "Spiking neurons: LIF population, CuBa-LIF, encoders"),
     "delta": ("bench_delta", "DeltaGRU against dense one-step GRUs"),
     "sos": ("bench_kernels", "SOS filter (EEG band-pass + notch)"),
+    "infer": ("bench_infer", "Model stages: ONNX Runtime and LiteRT per-call overhead"),
 }
 NOISE_FAMILIES = ("l2mu", "delta")  # timed twice with --write-docs: the targets depend on them
 
@@ -354,6 +357,7 @@ SUMMARY_IMPLS = {  # family -> column -> implementations ("a / b" when several)
     "delta": {"numpy reference": ["delta-ref"], "snnTorch / PyTorch": ["torch"], "ONNX Runtime": ["onnxruntime"],
               "LiteRT": ["litert"]},
     "sos": {"numpy reference": ["reference"], "scipy": ["scipy"]},
+    "infer": {},  # no spikeline kernel to compare with: its own table is stage vs bare runtime call
 }
 
 

@@ -153,21 +153,13 @@ def versions(*modules: str) -> dict[str, str]:
 
 # --- ONNX Runtime ----------------------------------------------------------------------------------
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
-
 
 def ort_session(model: bytes) -> Any:
-    """An ONNX Runtime CPU session as a latency-bound runtime would hold one: 1 intra-op and 1 inter-op
-    thread, sequential execution, graph optimisation level ALL."""
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session as the onnx stage holds one (spikeline.backends.ort_session): 1 intra-op
+    and 1 inter-op thread, sequential execution, graph optimisation level ALL."""
+    from spikeline.backends import ort_session as session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return session(model)
 
 
 def onnx_bytes(graph: Any, opset: int = 17) -> bytes:
@@ -183,71 +175,30 @@ def onnx_bytes(graph: Any, opset: int = 17) -> bytes:
 
 
 class OrtStep:
-    """A static-shape model run one call at a time through IOBinding, every buffer preallocated.
+    """A static-shape model run one call at a time: the benchmarks' face of the onnx stage's runner
+    (spikeline.backends.OrtRunner), so a baseline is called exactly as the runtime calls a model.
 
-    `state` maps state inputs to the outputs that update them: those pairs get two buffers each and two
-    bindings that alternate (ping-pong: call k reads buffer k % 2 and writes the other), so the state is
-    carried from call to call without a copy. Every other input and output has one numpy buffer bound
-    once: write into `inputs[name]`, call run(), read output(name). The constructor runs `warmup` calls
-    (allocations, lazy kernel set-up) and then zeroes the state.
+    Every input and output has one preallocated numpy buffer bound once through IOBinding: write into
+    `inputs[name]`, call run(), read output(name). `state` maps state inputs to the outputs that update
+    them: those pairs get two buffers each and two bindings that alternate (ping-pong: call k reads buffer
+    k % 2 and writes the other), so the state is carried without a copy. The constructor runs `warmup`
+    calls (allocations, lazy kernel set-up) and then zeroes the state.
     """
 
     def __init__(self, model: bytes, state: Mapping[str, str] | None = None, warmup: int = 10) -> None:
-        import onnxruntime as ort
+        from spikeline.backends import OrtRunner
+        from spikeline.modelfile import ModelError
 
-        self.session = sess = ort_session(model)
-        state = dict(state or {})
-        self._out_state = back = {out: inp for inp, out in state.items()}  # state output -> its input
-
-        def buffer(meta: Any) -> npt.NDArray[Any]:
-            if not all(isinstance(d, int) for d in meta.shape):
-                raise ValueError(f"{meta.name} has a dynamic shape {meta.shape}: OrtStep needs static shapes")
-            return np.zeros(meta.shape, _NP_TYPES[meta.type])
-
-        self.inputs: dict[str, npt.NDArray[Any]] = {}
-        self.outputs: dict[str, npt.NDArray[Any]] = {}
-        self._state: dict[str, list[npt.NDArray[Any]]] = {}
-        for meta in sess.get_inputs():
-            if meta.name in state:
-                self._state[meta.name] = [buffer(meta), buffer(meta)]
-            else:
-                self.inputs[meta.name] = buffer(meta)
-        for meta in sess.get_outputs():
-            if meta.name not in back:
-                self.outputs[meta.name] = buffer(meta)
-        missing = set(state) - set(self._state)
-        if missing:
-            raise ValueError(f"state inputs {sorted(missing)} are not inputs of the model")
-        fixed = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in {**self.inputs, **self.outputs}.items()}
-        ping = {name: [ort.OrtValue.ortvalue_from_numpy(a) for a in pair] for name, pair in self._state.items()}
-        self._bindings = []
-        for k in (0, 1):
-            io = sess.io_binding()
-            for name in self.inputs:
-                io.bind_ortvalue_input(name, fixed[name])
-            for name in self.outputs:
-                io.bind_ortvalue_output(name, fixed[name])
-            for inp, out in state.items():
-                io.bind_ortvalue_input(inp, ping[inp][k])
-                io.bind_ortvalue_output(out, ping[inp][1 - k])
-            self._bindings.append(io)
-        self._k = 0
-        self._run = sess.run_with_iobinding
-        for _ in range(warmup):
-            self.run()
-        self.reset()
-
-    def run(self) -> None:
-        """One call: reads the inputs and the current state, writes the outputs and the next state."""
-        self._run(self._bindings[self._k])
-        self._k ^= 1
-
-    def reset(self) -> None:
-        """Zero the state (both buffers) and start again from buffer 0."""
-        for pair in self._state.values():
-            for a in pair:
-                a[...] = 0
-        self._k = 0
+        self.runner = runner = OrtRunner(model, state)
+        try:
+            runner.prepare(warmup=warmup)
+        except ModelError as e:
+            raise ValueError(f"OrtStep needs static shapes and a model that runs: {e}") from e
+        self.session = runner.session
+        self.inputs: dict[str, npt.NDArray[Any]] = {n: runner.buffer(n) for n in runner.inputs
+                                                     if n not in runner.state}
+        self.run: Callable[[], None] = runner.run
+        self.reset: Callable[[], None] = runner.reset
 
     def write(self, name: str, value: npt.ArrayLike) -> None:
         """Copy `value` into input `name` for the next run()."""
@@ -255,9 +206,7 @@ class OrtStep:
 
     def output(self, name: str) -> npt.NDArray[Any]:
         """The latest value of an output (for a state output: the state the next call reads)."""
-        if name in self._out_state:
-            return self._state[self._out_state[name]][self._k]
-        return self.outputs[name]
+        return self.runner.output(name)
 
     def caller(self, xs: npt.NDArray[Any], name: str) -> Callable[[int], object]:
         """A time_calls callable: call i copies xs[i % len(xs)] into input `name`, then runs one step."""
@@ -286,9 +235,9 @@ class LiteRTStep:
 
     def __init__(self, model: bytes, state: Mapping[str, str] | None = None, threads: int = 1,
                  warmup: int = 10) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from spikeline.backends import import_litert_interpreter
 
-        self.interpreter = interp = Interpreter(model_content=model, num_threads=threads)
+        self.interpreter = interp = import_litert_interpreter()(model_content=model, num_threads=threads)
         interp.allocate_tensors()
         self.inputs = {d["name"]: interp.tensor(d["index"]) for d in interp.get_input_details()}
         self.outputs = {d["name"]: interp.tensor(d["index"]) for d in interp.get_output_details()}
