@@ -91,6 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .sources.replay import replay_main
+
+    return replay_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikeline", description="Real-time streaming edge runtime.")
     ap.add_argument("--version", action="version", version=f"spikeline {__version__}")
@@ -117,6 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=20.0, help="latency budget (default 20 ms)")
     p.add_argument("--node", default=_env("NODE", "demo"), help="node name in topics (default demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="describe a recording, play it on LSL (--lsl) or through a pipeline (--config)")
+    p.add_argument("file", help="recording: .edf (EDF+), .xdf, UEA/UCR .ts, SPAR .npz, .csv")
+    p.add_argument("--config", default="", help="run this config's pipeline with its source replaced by the file")
+    p.add_argument("--pipeline", default="", help="which pipeline of --config (needed when it has several)")
+    p.add_argument("--lsl", action="store_true", help="play the file as an LSL outlet (+ a marker outlet)")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=float, default=1.0, help="1 = real time (default), N = N times faster")
+    speed.add_argument("--fast", action="store_true", help="as fast as possible (no sample is dropped)")
+    p.add_argument("--series", default="", help='series to play: indices "3", ranges "0:10", names (default all)')
+    p.add_argument("--channels", default="", help="comma-separated subset of channels (default all)")
+    p.add_argument("--loop", action="store_true", help="start again at the end")
+    p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length (default 20 ms of signal)")
+    p.add_argument("--rate-hz", type=float, default=0.0, help="sampling rate for files without one (.ts, CSV)")
+    p.add_argument("--kind", default="", help="reader, when the suffix does not say (edf, xdf, ts, spar, csv)")
+    p.add_argument("--wait", type=float, default=0.0, help="--lsl: wait up to this many s for a consumer")
+    p.add_argument("--linger", type=float, default=1.0, help="--lsl: keep the outlets open this long at the end")
+    p.set_defaults(func=cmd_replay)
     return ap
 
 

@@ -26,6 +26,7 @@ class SampleQueue:
         self._chunks: deque[SampleChunk] = deque()
         self._size = 0
         self._ready = asyncio.Event()
+        self._room = asyncio.Event()  # set when `get` makes room (producers that must not lose samples)
         self._closed = False
         self.dropped = 0  # samples dropped by the overflow policy, ever
         self.high_water = 0
@@ -60,10 +61,22 @@ class SampleQueue:
         self.high_water = max(self.high_water, self._size)
         self._ready.set()
 
+    async def wait_room(self, n: int) -> None:
+        """Wait until `min(n, capacity)` more samples fit without dropping (or the queue is closed).
+
+        For producers that must not lose samples (file replay as fast as possible): they wait here, then
+        `put` at most `capacity` samples. Live sources never call it; `put` keeps its drop_oldest policy.
+        """
+        n = min(n, self.capacity)
+        while self._size + n > self.capacity and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+
     def close(self) -> None:
         """No more input: `get` drains what is left, then returns None."""
         self._closed = True
         self._ready.set()
+        self._room.set()
 
     async def get(self) -> SampleChunk | None:
         while not self._chunks:
@@ -73,4 +86,5 @@ class SampleQueue:
             await self._ready.wait()
         chunk = self._chunks.popleft()
         self._size -= len(chunk)
+        self._room.set()
         return chunk

@@ -1,6 +1,7 @@
 """Sources. Importing this package registers every built-in source type."""
 
 from . import lsl as lsl
+from . import replay as replay
 from .base import SOURCES, Source, SourceContext, SourceError
 
 __all__ = ["SOURCES", "Source", "SourceContext", "SourceError"]
