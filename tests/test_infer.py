@@ -98,7 +98,8 @@ def onnx_meanlogvar(shape: list[Any] | None = None, meta: dict[str, Any] | None 
              helper.make_node("Log", ["v"], ["lv"]),
              helper.make_node("Squeeze", ["m", "axis1"], ["m2"]),
              helper.make_node("Concat", ["m2", "lv"], ["y"], axis=1)]
-    return _onnx(nodes, [("x", shape or [1, T, C])], [("y", [1, 2 * C])], {"axis1": np.array([1], np.int64)}, meta)
+    out = [shape[0] if shape else 1, 2 * C]  # a dynamic batch in, a dynamic batch out
+    return _onnx(nodes, [("x", shape or [1, T, C])], [("y", out)], {"axis1": np.array([1], np.int64)}, meta)
 
 
 def onnx_linear(shape: list[Any], nct: bool, meta: dict[str, Any] | None = None) -> bytes:
@@ -121,6 +122,26 @@ def tflite_rnn() -> bytes:
                  b.fully_connected(h, b.const("wh", W_H), -1, "b"), "s")
     out = b.unary(b.ops.TANH, s, "h_out")
     return b.finish([x, h], [out], "rnn")
+
+
+def tflite_quantised() -> bytes:
+    """int8 in (scale 0.05, zero point 3) -> DEQUANTIZE -> QUANTIZE -> int8 out (scale 0.025, zero point -2):
+    y = the input rounded to the input's quantisation grid."""
+    _tools()
+    from tflite_build import TFLiteBuilder
+
+    b = TFLiteBuilder()
+    tfl = b.tfl
+    x = b.tensor("x", (1, C), dtype=tfl.TensorType.INT8)
+    y = b.tensor("y", (1, C), dtype=tfl.TensorType.INT8)
+    for idx, scale, zero in ((x, 0.05, 3), (y, 0.025, -2)):
+        q = tfl.QuantizationParametersT()
+        q.scale, q.zeroPoint = [scale], [zero]
+        b.tensors[idx].quantization = q
+    xf = b.tensor("xf", (1, C))
+    b.op(b.ops.DEQUANTIZE, [x], [xf])
+    b.op(b.ops.QUANTIZE, [xf], [y])
+    return b.finish([x], [y], "quantised")
 
 
 def tflite_linear(nct: bool) -> bytes:
@@ -313,6 +334,32 @@ def test_window_linear_matches_numpy(backend: tuple[str, str], models: dict[str,
     x = stream(120, seed=5)
     y, *_ = run(s, split(x, [3, 4, 60]))
     np.testing.assert_allclose(y, ref_windows(x.data, T, 5, fn), rtol=1e-5, atol=1e-5)
+
+
+def test_quantised_litert_io(litert_ok: None, tmp_path: Path) -> None:
+    """int8 inputs and outputs with a scale are quantised / dequantised by the runner: float32 in and out."""
+    s = start("litert", {"model": write(tmp_path / "q.tflite", tflite_quantised())})
+    assert s._mode == "step"
+    x = stream(64, seed=12)
+    x.data[...] = np.clip(x.data, -3, 3)
+    y, *_ = run(s, [x])
+    grid = (np.clip(np.rint(x.data / np.float32(0.05)) + 3, -128, 127) - 3) * 0.05
+    np.testing.assert_allclose(y, grid, atol=1e-6)
+    assert np.any(np.abs(y - x.data) > 1e-3)  # the grid is visible: the values did go through int8
+
+
+def test_onnx_optimised_model_cache(ort_ok: None, models: dict[str, str], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    p = {"model": models["rnn.onnx"], "state": {"h": "h_out"}, "cache_dir": str(cache)}
+    x = stream(30, seed=13)
+    first, *_ = run(start("onnx", p), [x])
+    saved = list(cache.glob("*.onnx"))
+    assert len(saved) == 1
+    stamp = saved[0].stat().st_mtime_ns
+    again, *_ = run(start("onnx", p), [x])  # loads the optimised graph from the cache
+    assert saved[0].stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, ref_rnn(x.data), rtol=1e-5, atol=2e-6)
 
 
 def test_window_default_hop_is_the_window(ort_ok: None, models: dict[str, str]) -> None:
