@@ -60,3 +60,22 @@ def test_every_shipped_model_matches_its_manifest_entry() -> None:
         assert e.card is not None and e.card.is_file(), f"{mid} has no model card"
         if e.file.suffix == ".json":
             assert load(e.file).kind == e.kind == json.loads(e.file.read_text())["kind"]
+
+
+def test_cli_lists_models_and_shows_a_card(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spikeline.cli import main
+
+    path = save(models_dir / "tiny" / "model.json", "delta_dense", {"weight": np.eye(2, dtype=np.float32)})
+    card = models_dir / "tiny" / "CARD.md"
+    card.write_text("# tiny identity\n\naccuracy: none\n")
+    registry.register(models_dir, "tiny-dense", path, "delta_dense", summary="an identity map", card=card)
+    assert main(["models"]) == 0
+    assert any(line.split()[:2] == ["tiny-dense", "delta_dense"] and line.endswith("an identity map")
+               for line in capsys.readouterr().out.splitlines())
+    assert main(["models", "tiny-dense"]) == 0
+    out = capsys.readouterr().out
+    assert "status: ok (sha256 verified)" in out and "# tiny identity" in out
+    path.write_text(path.read_text() + " ")
+    assert main(["models", "tiny-dense"]) == 1
+    assert "status: BROKEN" in capsys.readouterr().out
+    assert main(["models", "nope"]) == 1

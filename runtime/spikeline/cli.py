@@ -97,6 +97,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return replay_main(args)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .modelfile import ModelError
+    from .registry import entries, resolve, search_path
+
+    try:
+        known = entries()
+    except ModelError as e:
+        print(f"spikeline: {e}", file=sys.stderr)
+        return 1
+    if args.id:
+        e = known.get(args.id)
+        if e is None:
+            print(f"spikeline: no model {args.id!r} (known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
+            return 1
+        try:
+            resolve(args.id)
+            status = "ok (sha256 verified)"
+        except ModelError as err:
+            status = f"BROKEN: {err}"
+        print(f"{e.id}\n  kind:   {e.kind}\n  file:   {e.file}\n  sha256: {e.sha256}\n  status: {status}")
+        if e.card is not None and e.card.is_file():
+            print(f"  card:   {e.card}\n")
+            print(e.card.read_text(encoding="utf-8"))
+        return 0 if status.startswith("ok") else 1
+    if not known:
+        print("no registered models; searched: " + ", ".join(str(d) for d in search_path()))
+        return 0
+    width = max(len(i) for i in known)
+    for mid, e in sorted(known.items()):
+        print(f"{mid:<{width}}  {e.kind:<10}  {e.summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikeline", description="Real-time streaming edge runtime.")
     ap.add_argument("--version", action="version", version=f"spikeline {__version__}")
@@ -141,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, help="--lsl: wait up to this many s for a consumer")
     p.add_argument("--linger", type=float, default=1.0, help="--lsl: keep the outlets open this long at the end")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("models", help="list the registered models (ids a config can name), or show one's card")
+    p.add_argument("id", nargs="?", default="", help="a model id: print its entry, verify its file, show its card")
+    p.set_defaults(func=cmd_models)
     return ap
 
 
