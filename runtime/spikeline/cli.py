@@ -103,12 +103,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     try:
         known = entries()
-    except ModelError as e:
-        print(f"spikeline: {e}", file=sys.stderr)
+    except ModelError as err:
+        print(f"spikeline: {err}", file=sys.stderr)
         return 1
     if args.id:
-        e = known.get(args.id)
-        if e is None:
+        entry = known.get(args.id)
+        if entry is None:
             print(f"spikeline: no model {args.id!r} (known: {', '.join(sorted(known)) or 'none'})", file=sys.stderr)
             return 1
         try:
@@ -116,17 +116,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             status = "ok (sha256 verified)"
         except ModelError as err:
             status = f"BROKEN: {err}"
-        print(f"{e.id}\n  kind:   {e.kind}\n  file:   {e.file}\n  sha256: {e.sha256}\n  status: {status}")
-        if e.card is not None and e.card.is_file():
-            print(f"  card:   {e.card}\n")
-            print(e.card.read_text(encoding="utf-8"))
+        print(f"{entry.id}\n  kind:   {entry.kind}\n  file:   {entry.file}\n  sha256: {entry.sha256}\n  status: {status}")
+        if entry.card is not None and entry.card.is_file():
+            print(f"  card:   {entry.card}\n")
+            print(entry.card.read_text(encoding="utf-8"))
         return 0 if status.startswith("ok") else 1
     if not known:
         print("no registered models; searched: " + ", ".join(str(d) for d in search_path()))
         return 0
     width = max(len(i) for i in known)
-    for mid, e in sorted(known.items()):
-        print(f"{mid:<{width}}  {e.kind:<10}  {e.summary}")
+    for mid, entry in sorted(known.items()):
+        print(f"{mid:<{width}}  {entry.kind:<10}  {entry.summary}")
     return 0
 
 
