@@ -8,7 +8,8 @@ sample period after the previous one ended. Chunks of many samples are emitted (
 Timestamps: in paced mode (speed > 0) a chunk is handed over when its newest sample is due; `t` is the
 recording time mapped onto the local monotonic clock (`t = start + recording_time / speed`), `t_recv` the
 hand-over time. As fast as possible (speed = 0) there is no recording clock to follow: each chunk's newest
-sample is stamped with its hand-over time and the others keep the recording's spacing before it.
+sample is stamped with its hand-over time and the others are spread evenly since the previous chunk's (the
+first chunk keeps the recording's spacing), so `t` never decreases and `t_recv - t` stays small.
 
 No sample is lost: in paced mode the pipeline keeps up or its queue policy counts what it drops, exactly as
 for a live stream; as fast as possible the source waits for room in the pipeline's queue before each chunk
@@ -251,6 +252,7 @@ class ReplaySource(Source):
         meta = prog.meta
         start = time.monotonic()
         seq = 0
+        last_t: float | None = None
         while True:
             base = self.passes * prog.duration_s
             for data, t_rec in prog.parts:
@@ -270,7 +272,11 @@ class ReplaySource(Source):
                         if self._stopping.is_set():
                             return
                         now = time.monotonic()
-                        t = now - (tr[-1] - tr) if np.isfinite(tr[-1]) else np.full(e - s, now)
+                        if last_t is None:  # first chunk: the recording's spacing, newest sample now
+                            t = now - (tr[-1] - tr) if np.isfinite(tr[-1]) else np.full(e - s, now)
+                        else:  # spread over the time since the previous chunk: non-decreasing, newest now
+                            t = last_t + (now - last_t) * (np.arange(1, e - s + 1) / (e - s))
+                        last_t = now
                     put(SampleChunk(data=np.array(data[s:e]), t=t, t_recv=np.full(e - s, now), seq=seq, meta=meta))
                     seq += e - s
                     self.position = seq
