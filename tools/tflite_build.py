@@ -117,6 +117,42 @@ class TFLiteBuilder:
         self.op(self.ops.RESHAPE, [a, target], [out], o, self.opts.ReshapeOptions)
         return out
 
+    def int8_weights(self, name: str, w: npt.NDArray[np.float32]) -> int:
+        """A constant (out, in) weight matrix stored as INT8 with one symmetric scale per output row
+        (quantizedDimension 0, zero points 0): scale_o = max|w_o| / 127, q = round(w / scale_o). A
+        FULLY_CONNECTED fed float activations then runs "hybrid" (dynamic-range quantisation: the kernel
+        quantises each input row on the fly, multiplies in int8, rescales to float32)."""
+        w = np.asarray(w, np.float32)
+        if w.ndim != 2:
+            raise ValueError(f"int8 weights must be (out, in), got {w.shape}")
+        scale = np.maximum(np.abs(w).max(axis=1), np.finfo(np.float32).tiny) / 127.0
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+        t = self.tensor(name, w.shape, q, self.tfl.TensorType.INT8)
+        qp = self.tfl.QuantizationParametersT()
+        qp.scale = [float(v) for v in scale]
+        qp.zeroPoint = [0] * len(scale)
+        qp.quantizedDimension = 0
+        self.tensors[t].quantization = qp
+        return t
+
+    def mean(self, a: int, axes: tuple[int, ...], name: str, keep_dims: bool = True) -> int:
+        """MEAN over the given axes (REDUCER options: keep_dims)."""
+        o = self.tfl.ReducerOptionsT()
+        o.keepDims = keep_dims
+        shape = tuple(1 if i in axes else d for i, d in enumerate(self.shapes[a]) if keep_dims or i not in axes)
+        ax = self.const(f"{name}_axes", np.array(axes, np.int32))
+        out = self.tensor(name, shape)
+        self.op(self.ops.MEAN, [a, ax], [out], o, self.opts.ReducerOptions)
+        return out
+
+    def softmax(self, a: int, name: str, beta: float = 1.0) -> int:
+        """SOFTMAX over the last axis."""
+        o = self.tfl.SoftmaxOptionsT()
+        o.beta = beta
+        out = self.tensor(name, self.shapes[a])
+        self.op(self.ops.SOFTMAX, [a], [out], o, self.opts.SoftmaxOptions)
+        return out
+
     def leaky(self, current: int, mem: int, beta: int, threshold: int, name: str) -> tuple[int, int]:
         """One snnTorch Leaky step (reset by subtraction, strict threshold), in the compiled kernels' float32
         operation order: mem' = (beta * mem + current) - (mem > threshold) * threshold, spikes = mem' > threshold.
