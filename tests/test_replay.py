@@ -274,10 +274,10 @@ def test_cli_lsl_outlet_plays_exact_samples_and_markers(tmp_path: Path) -> None:
     pylsl = import_pylsl()
     (rec,) = load(EDF)
     cols = [rec.channels.index(c) for c in ("C3", "Cz", "C4")]
-    name = f"replay-{EDF.stem}"
+    name = f"replay-{EDF.stem}-{os.getpid()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
     proc = subprocess.Popen([sys.executable, "-m", "spikeline", "replay", str(EDF), "--lsl", "--fast",
-                             "--channels", "C3,Cz,C4", "--wait", "20", "--linger", "3"],
+                             "--channels", "C3,Cz,C4", "--wait", "20", "--linger", "3", "--name", name, "--type", "EEG"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         found = pylsl.resolve_byprop("name", name, 1, 15.0)
@@ -292,7 +292,7 @@ def test_cli_lsl_outlet_plays_exact_samples_and_markers(tmp_path: Path) -> None:
             labels.append((ch.child_value("label"), ch.child_value("unit")))
             ch = ch.next_sibling("channel")
         assert labels == [("C3", "uV"), ("Cz", "uV"), ("C4", "uV")]
-        assert info.nominal_srate() == 160.0 and info.channel_count() == 3
+        assert info.nominal_srate() == 160.0 and info.channel_count() == 3 and info.type() == "EEG"
         inlet.open_stream(5.0)
         minlet.open_stream(5.0)
         data, stamps = [], []

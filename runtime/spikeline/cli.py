@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-ms", type=float, default=20.0, help="chunk length (default 20 ms of signal)")
     p.add_argument("--rate-hz", type=float, default=0.0, help="sampling rate for files without one (.ts, CSV)")
     p.add_argument("--kind", default="", help="reader, when the suffix does not say (edf, xdf, ts, spar, csv)")
+    p.add_argument("--name", default="", help="stream name (default replay-<file>)")
+    p.add_argument("--type", default="", help='stream type, e.g. "EEG" (default: the file\'s, else replay)')
     p.add_argument("--wait", type=float, default=0.0, help="--lsl: wait up to this many s for a consumer")
     p.add_argument("--linger", type=float, default=1.0, help="--lsl: keep the outlets open this long at the end")
     p.set_defaults(func=cmd_replay)

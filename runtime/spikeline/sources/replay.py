@@ -152,6 +152,9 @@ def build_program(recs: Sequence[Recording], *, channels: Sequence[str] = (), na
                    duration_s=offset, n_samples=seq)
 
 
+FAST_CHUNK = 256  # default chunk as fast as possible (at most the pipeline queue's capacity)
+
+
 def chunk_rows(p: dict[str, Any], rate: float) -> int:
     if p["chunk"] > 0:
         return int(p["chunk"])
@@ -169,7 +172,7 @@ REPLAY_PARAMS = {
     "channels": Param("str_list", [], help="subset of channels, in this order (default: all)"),
     "speed": Param("number", 1.0, min=0, help="1 = real time, N = N times faster, 0 = as fast as possible"),
     "loop": Param("bool", False, help="start again at the end (seq keeps counting)"),
-    "chunk": Param("int", 0, min=0, help="samples per chunk (0: chunk_ms of signal)"),
+    "chunk": Param("int", 0, min=0, help=f"samples per chunk (0: chunk_ms of signal; >= {FAST_CHUNK} at speed 0)"),
     "chunk_ms": Param("number", 20.0, min=0, min_exclusive=True, help="chunk length when chunk = 0"),
     "rate_hz": Param("number", 0.0, min=0, help="sampling rate for files that have none (.ts, CSV without time)"),
     "stream_name": Param("str", "", help="stream name (default replay-<file>)"),
@@ -247,6 +250,8 @@ class ReplaySource(Source):
         speed = float(self.p["speed"])
         queue = _queue_of(put) if speed == 0 else None
         rows = chunk_rows(self.p, prog.meta.nominal_rate)
+        if speed == 0 and self.p["chunk"] == 0:
+            rows = max(rows, FAST_CHUNK)  # no pace to keep: fewer, larger chunks
         if queue is not None:
             rows = min(rows, queue.capacity)
         meta = prog.meta
@@ -302,6 +307,8 @@ class LslPlayer:
         self.pylsl = pylsl = import_pylsl()
         self.prog, self.speed, self.loop = prog, speed, loop
         self.rows = chunk_rows({"chunk": chunk, "chunk_ms": chunk_ms}, prog.meta.nominal_rate)
+        if speed == 0 and chunk == 0:
+            self.rows = max(self.rows, FAST_CHUNK)
         m = prog.meta
         info = pylsl.StreamInfo(m.name, m.type, m.n_channels, m.nominal_rate, pylsl.cf_float32,
                                 m.source_id or m.name)
@@ -423,7 +430,8 @@ def replay_params(args: Any) -> dict[str, Any]:
     from ..params import ConfigError, check_table
 
     table: dict[str, Any] = {"file": str(args.file), "series": args.series or "", "loop": bool(args.loop),
-                             "speed": 0.0 if args.fast else float(args.speed), "chunk_ms": float(args.chunk_ms)}
+                             "speed": 0.0 if args.fast else float(args.speed), "chunk_ms": float(args.chunk_ms),
+                             "stream_name": args.name, "stream_type": args.type}
     if args.channels:
         table["channels"] = [c.strip() for c in args.channels.split(",") if c.strip()]
     if args.rate_hz:
