@@ -97,3 +97,25 @@ async def test_killed_daemon_last_will_says_offline(tmp_path: Path, mosquitto: A
     assert code == -signal.SIGKILL
     status = [m for m in got if str(m.topic) == "spikeline/life/status"]
     assert status[0].payload == b"online" and status[-1].payload == b"offline"
+
+
+def test_stage_counters_are_not_asked_before_the_stages_started_and_a_failing_one_is_skipped() -> None:
+    from spikeline.chunk import StreamMeta
+    from spikeline.config import parse
+    from spikeline.pipeline import Pipeline
+    from spikeline.stages.base import Stage
+
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 20, "source": {"type": "lsl", "name": "x"},
+                               "stages": [{"type": "bandpass", "low_hz": 1, "high_hz": 10}],
+                               "sinks": [{"type": "stdout"}]}]})
+    p = Pipeline(cfg.pipelines[0], node="n")
+
+    class Broken(Stage):
+        def counters(self) -> dict[str, int | float]:
+            raise AttributeError("not started")
+
+    p.stages.append(Broken("broken", {}))
+    assert p.stage_counters() == {}  # still opening: nothing is asked
+    p.meta_out = p.stages[0].start(StreamMeta(name="s", type="EEG", channels=("a",), nominal_rate=100.0,
+                                              units=("",)))
+    assert p.stage_counters() == {}  # bandpass has none, the broken one is skipped (and logged)

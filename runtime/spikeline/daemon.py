@@ -88,7 +88,7 @@ class Daemon:
             r["state"] = p.state.value
             if p.error:
                 r["error"] = p.error
-            stage_counters = {st.name: c for st in p.stages if (c := st.counters())}
+            stage_counters = p.stage_counters()
             if stage_counters:
                 r["stage_counters"] = stage_counters
             r["queue"] = ({"samples": len(p.queue), "capacity": p.queue.capacity, "high_water": p.queue.high_water}

@@ -72,6 +72,23 @@ class Pipeline:
         cap = self.cfg.queue_samples or max(64, math.ceil(self.cfg.queue_s * (rate if rate > 0 else 1000.0)))
         self.queue = SampleQueue(cap)
 
+    def stage_counters(self) -> dict[str, dict[str, int | float]]:
+        """Each started stage's work counters (none before every stage has started). A stage whose counters
+        fail is reported with the error instead: metrics must never take the daemon down."""
+        if self.meta_out is None:
+            return {}
+        out: dict[str, dict[str, int | float]] = {}
+        for st in self.stages:
+            try:
+                c = st.counters()
+            except Exception as e:
+                log.warning("stage %s of pipeline %s: counters failed: %s: %s", st.name, self.name,
+                            type(e).__name__, e)
+                continue
+            if c:
+                out[st.name] = c
+        return out
+
     def _put(self, chunk: SampleChunk) -> None:
         assert self.queue is not None
         self.metrics.count_in(len(chunk))
