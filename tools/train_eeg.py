@@ -719,8 +719,9 @@ is wide either way. Every variant that was compared, recomputed by this run (flo
 |---|---|
 """ + "\n".join(f"| {a} | {trainlib.accuracy_text(k, m)} |" for a, k, m in variants) + f"""
 
-The shipped choice is the two-band (mu, beta) bank rather than the best row: a filter bank with the classic
-bands, fixed before the per-band variants were seen, instead of the maximum of a noisy table.
+The shipped choice was made after seeing these rows (on the left/right task): not the table's maximum but the
+two-band bank with the classic mu (8-13 Hz) and beta (13-30 Hz) edges and 2 filter pairs, the same for both
+tasks; the selection bias noted above applies all the same.
 
 ## Formats: size, accuracy, agreement, cost
 
