@@ -131,9 +131,12 @@ def provenance() -> dict[str, str]:
 
     return {"trained": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "machine": platform.machine(),
-            "command": " ".join(["python", *[Path(sys.argv[0]).relative_to(ROOT).as_posix()
-                                              if Path(sys.argv[0]).resolve().is_relative_to(ROOT)
-                                              else sys.argv[0]], *sys.argv[1:]])}
+            "command": " ".join(["python", _script(), *sys.argv[1:]])}
+
+
+def _script() -> str:
+    p = Path(sys.argv[0]).resolve()
+    return p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else sys.argv[0]
 
 
 def register(model_id: str, file: Path, kind: str, summary: str, card: Path,

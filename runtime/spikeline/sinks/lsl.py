@@ -24,7 +24,7 @@ class LslSink(Sink):
     params = {
         "content": Param("str", "decision", choices=("decision", "values"),
                          help="decision: the row's class label (string stream); values: the row's channels"),
-        "name": Param("str", "", help="LSL stream name (default spikeline-<pipeline>)"),
+        "stream_name": Param("str", "", help="LSL stream name (default spikeline-<pipeline>)"),
         "stream_type": Param("str", "", help="LSL stream type (default Markers for decisions, spikeline for values)"),
         "source_id": Param("str", "", help="default spikeline-<node>-<pipeline>-<content>"),
         "only_changes": Param("bool", False, help="decision: push only when the decided class changes"),
@@ -43,7 +43,7 @@ class LslSink(Sink):
         if decision and not meta.classes:
             raise ValueError(f"lsl sink content = 'decision' needs a stream with classes (a decide stage); "
                              f"stream {meta.name!r} has none")
-        name = p["name"] or f"spikeline-{self.ctx.pipeline}"
+        name = p["stream_name"] or f"spikeline-{self.ctx.pipeline}"
         info = pylsl.StreamInfo(
             name, p["stream_type"] or ("Markers" if decision else "spikeline"),
             1 if decision else meta.n_channels, pylsl.IRREGULAR_RATE if decision else meta.nominal_rate,

@@ -1,0 +1,185 @@
+"""The shipped example pipelines (deploy/examples) on replayed real recordings, through the daemon, to a
+real mosquitto: every published decision equals what the model's training tool computed offline.
+
+Two paths per model:
+- streaming equals offline: the replay source feeds the daemon one sample per chunk, as fast as possible
+  (no sample can be dropped), and every result matches the offline evaluation exactly (class) and to
+  float rounding (scores);
+- live: the recording plays on a real LSL outlet (`spikeline replay --lsl`'s player) at 8x real time, the
+  deploy config's LSL source picks it up, and the decisions on MQTT (and, for EEG, on the LSL decision
+  outlet) match the offline ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from spikeline.config import parse
+from spikeline.daemon import Daemon
+from spikeline.lslcfg import import_pylsl
+from spikeline.mqtt import MqttSettings
+from spikeline.recordings import Recording, load
+from spikeline.registry import resolve
+from spikeline.sources.replay import LslPlayer, build_program
+from spikeline.stages import build_stage
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+pytestmark = [pytest.mark.data, pytest.mark.broker, pytest.mark.slow]
+
+EXAMPLES = ROOT / "deploy" / "examples"
+
+
+def deploy_config(name: str, url: str, source: dict[str, Any], node: str) -> Any:
+    """A shipped example config with only the broker and the source swapped for the test's."""
+    doc = tomllib.loads((EXAMPLES / name).read_text())
+    doc["mqtt"]["url"] = url
+    doc["mqtt"]["qos"] = 1
+    doc["node"]["name"] = node
+    doc["node"]["metrics_interval_s"] = 0.5
+    doc["lsl"] = {"config": "loopback"}
+    (pipe,) = doc["pipeline"]
+    pipe["source"] = source
+    pipe["budget_ms"] = 200  # CI machines are shared; the budget is not what this test checks
+    return parse(doc)
+
+
+async def collect(url: str, topic: str, expected: int, run: Any, timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Subscribe, start `run()` (the daemon and whatever feeds it), collect `expected` results."""
+    s = MqttSettings.from_url(url)
+    got: list[dict[str, Any]] = []
+    async with aiomqtt.Client(s.host, s.port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
+                              max_queued_incoming_messages=expected * 2 + 100) as sub:
+        await sub.subscribe(topic, qos=1)
+        task = asyncio.create_task(run())
+        try:
+            async with asyncio.timeout(timeout):
+                async for msg in sub.messages:
+                    assert isinstance(msg.payload, bytes)
+                    got.append(json.loads(msg.payload))
+                    if len(got) >= expected:
+                        break
+        finally:
+            await task
+    return got
+
+
+# ----------------------------------------------------------------------------------------------- EEG
+
+EEG_RUN = "S001R04.edf"
+
+
+def eeg_expected(rec: Recording) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offline: the training tool's evaluation of the shipped model, then the config's decide stage."""
+    import train_eeg
+
+    ends, probs = train_eeg.offline_predictions(resolve("eeg-mi-lr"), rec)
+    doc = tomllib.loads((EXAMPLES / "eeg-motor-imagery.toml").read_text())
+    decide = next(s for s in doc["pipeline"][0]["stages"] if s["type"] == "decide")
+    st = build_stage("decide", {k: v for k, v in decide.items() if k != "type"})
+    from spikeline.chunk import SampleChunk, StreamMeta
+
+    meta = StreamMeta(name="p", type="x", channels=("a", "b"), nominal_rate=10.0, units=("", ""))
+    st.start(meta)
+    n = len(ends)
+    out = st.process(SampleChunk(data=probs, t=np.zeros(n), t_recv=np.zeros(n), seq=0, meta=meta))
+    assert out is not None and out.label is not None
+    return ends, out.data, out.label
+
+
+def check_eeg(rows: list[dict[str, Any]], ends: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+              first: int = 0) -> None:
+    seqs = np.array([r["seq"] for r in rows])
+    assert np.array_equal(seqs, ends[first:first + len(rows)])
+    classes = ["left_fist", "right_fist"]
+    assert [r["label"] for r in rows] == [classes[i] for i in labels[first:first + len(rows)]]
+    np.testing.assert_allclose(np.array([r["values"] for r in rows]), scores[first:first + len(rows)],
+                               rtol=0, atol=2e-6)
+
+
+async def test_eeg_streaming_one_sample_at_a_time_equals_offline(data_dir: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    path = data_dir / "eegmmidb_S001" / EEG_RUN
+    (rec,) = load(path)
+    ends, scores, labels = eeg_expected(rec)
+    node = f"t{uuid.uuid4().hex[:6]}"
+    cfg = deploy_config("eeg-motor-imagery.toml", mosquitto.url,
+                        {"type": "replay", "file": str(path), "speed": 0, "chunk": 1}, node)
+    cfg.pipelines[0].sinks[:] = [s for s in cfg.pipelines[0].sinks if s.kind == "mqtt"]
+    daemon = Daemon(cfg)
+
+    async def run() -> None:
+        assert await daemon.run() == 0
+
+    rows = await collect(mosquitto.url, f"spikeline/{node}/motor-imagery/result", len(ends), run)
+    assert len(rows) == len(ends)
+    check_eeg(rows, ends, scores, labels)
+    m = daemon.pipelines[0].metrics
+    assert (m.samples_in, m.dropped_queue, m.dropped_stale) == (rec.n_samples, 0, 0)
+
+
+@pytest.mark.timeout(200)
+async def test_eeg_live_over_lsl_publishes_the_offline_decisions_on_mqtt_and_lsl(data_dir: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    pylsl = import_pylsl()
+    path = data_dir / "eegmmidb_S001" / EEG_RUN
+    recs = load(path)
+    ends, scores, labels = eeg_expected(recs[0])
+    sid = uuid.uuid4().hex[:8]
+    prog = build_program(recs, name=f"eeg-{sid}", stream_type="EEG")
+    player = LslPlayer(prog, speed=8.0, chunk_ms=50)
+    node = f"t{sid[:6]}"
+    cfg = deploy_config("eeg-motor-imagery.toml", mosquitto.url,
+                        {"type": "lsl", "name": f"eeg-{sid}", "stream_type": "EEG", "resolve_timeout_s": 20}, node)
+    for s in cfg.pipelines[0].sinks:
+        if s.kind == "lsl":
+            s.params["source_id"] = f"dec-{sid}"
+    daemon = Daemon(cfg)
+    decisions: list[Any] = []
+
+    def read_decisions(stop: threading.Event) -> None:
+        found = pylsl.resolve_byprop("source_id", f"dec-{sid}", 1, 30.0)
+        assert found, "the decision outlet never appeared"
+        inlet = pylsl.StreamInlet(found[0], max_buflen=600)
+        inlet.open_stream(10.0)
+        while not stop.is_set():
+            chunk, ts = inlet.pull_chunk(timeout=0.2)
+            decisions.extend(zip([c[0] for c in chunk], ts, strict=True))
+
+    async def run() -> None:
+        stop = threading.Event()
+        reader = threading.Thread(target=read_decisions, args=(stop,))
+        reader.start()
+        d = asyncio.create_task(daemon.run())
+        try:
+            assert await asyncio.to_thread(player.outlet.wait_for_consumers, 30.0), "spikeline never connected"
+            await asyncio.sleep(1.0)  # the decision outlet's reader connects before the first decision
+            await asyncio.to_thread(player.play)
+            await asyncio.sleep(1.0)
+        finally:
+            daemon.request_stop()
+            assert await d == 0
+            stop.set()
+            await asyncio.to_thread(reader.join)
+            player.close()
+
+    rows = await collect(mosquitto.url, f"spikeline/{node}/motor-imagery/result", len(ends), run, timeout=100)
+    assert len(rows) == len(ends)
+    check_eeg(rows, ends, scores, labels)
+    m = daemon.pipelines[0].metrics
+    assert (m.samples_in, m.dropped_queue, m.dropped_stale, m.source_gaps) == (recs[0].n_samples, 0, 0, 0)
+    # The LSL decision outlet carried the same decisions, in order (from when its reader connected).
+    got = [d for d, _ in decisions]
+    want = [r["label"] for r in rows]
+    assert len(got) > len(want) - 20
+    assert got == want[len(want) - len(got):]
