@@ -43,7 +43,7 @@ class Pipeline:
         self.error: str = ""
         self.meta_in: StreamMeta | None = None
         self.meta_out: StreamMeta | None = None
-        ctx = SourceContext(cfg.name, cfg.budget_s, cfg.stale_s, cfg.queue_s, self.metrics)
+        self._source_ctx = ctx = SourceContext(cfg.name, cfg.budget_s, cfg.stale_s, cfg.queue_s, self.metrics)
         self.source: Source = SOURCES[cfg.source.kind](cfg.source.params, ctx)
         self.stages: list[Stage] = [STAGES[s.kind](s.name, s.params) for s in cfg.stages]
         sctx = SinkContext(node, cfg.name, cfg.budget_s, self.metrics, publisher)
@@ -70,7 +70,7 @@ class Pipeline:
                 raise ConfigError([f"{kc.path}: {e}"]) from e
         rate = self.meta_in.nominal_rate
         cap = self.cfg.queue_samples or max(64, math.ceil(self.cfg.queue_s * (rate if rate > 0 else 1000.0)))
-        self.queue = SampleQueue(cap)
+        self.queue = self._source_ctx.queue = SampleQueue(cap)
 
     def stage_counters(self) -> dict[str, dict[str, int | float]]:
         """Each started stage's work counters (none before every stage has started). A stage whose counters

@@ -9,6 +9,7 @@ from typing import Any
 from ..chunk import SampleChunk, StreamMeta
 from ..metrics import PipelineMetrics
 from ..params import Component
+from ..queue import SampleQueue
 
 SOURCES: dict[str, type[Source]] = {}
 
@@ -24,6 +25,9 @@ class SourceContext:
     stale_s: float  # samples older than this when received are skipped (stale-data guard)
     queue_s: float
     metrics: PipelineMetrics
+    # The pipeline's bounded queue, set once the stream is open (before `run`): a file or other replayable
+    # source may wait for room in it (`wait_room`) instead of having its samples dropped.
+    queue: SampleQueue | None = None
 
 
 class Source(Component):

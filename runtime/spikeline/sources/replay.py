@@ -40,7 +40,6 @@ import numpy.typing as npt
 
 from ..chunk import SampleChunk, StreamMeta
 from ..params import Param
-from ..queue import SampleQueue
 from ..recordings import KINDS, Marker, Recording, RecordingError, load
 from .base import Source, SourceError
 
@@ -196,12 +195,6 @@ def load_program(p: dict[str, Any], where: str = "replay") -> tuple[list[Recordi
     return chosen, prog
 
 
-def _queue_of(put: Callable[[SampleChunk], None]) -> SampleQueue | None:
-    """The pipeline's queue behind `put` (Pipeline._put), for backpressure as fast as possible."""
-    q = getattr(getattr(put, "__self__", None), "queue", None)
-    return q if isinstance(q, SampleQueue) else None
-
-
 class ReplaySource(Source):
     kind = "replay"
     summary = "a recording file (EDF+, XDF, UEA .ts, SPAR .npz, CSV) at real time, N x, or as fast as possible"
@@ -248,7 +241,7 @@ class ReplaySource(Source):
         if prog is None:
             raise SourceError("replay: run() before open()")
         speed = float(self.p["speed"])
-        queue = _queue_of(put) if speed == 0 else None
+        queue = self.ctx.queue if speed == 0 else None
         rows = chunk_rows(self.p, prog.meta.nominal_rate)
         if speed == 0 and self.p["chunk"] == 0:
             rows = max(rows, FAST_CHUNK)  # no pace to keep: fewer, larger chunks
