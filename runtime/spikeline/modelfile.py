@@ -59,7 +59,7 @@ class Model:
         return a
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -79,7 +79,7 @@ def save(path: str | Path, kind: str, arrays: Mapping[str, npt.ArrayLike], meta:
         "format": FORMAT,
         "kind": kind,
         "weights": npz.name,
-        "sha256": _sha256(npz),
+        "sha256": sha256_file(npz),
         "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrs.items()},
         "meta": dict(meta or {}),
     }
@@ -113,7 +113,7 @@ def load(path: str | Path, kind: str | None = None) -> Model:
         raise ModelError(f"model {jpath}: weights must be a file name beside it, got {doc['weights']!r}")
     if not npz.is_file():
         raise ModelError(f"model {jpath}: weights file {npz} not found")
-    digest = _sha256(npz)
+    digest = sha256_file(npz)
     if digest != doc["sha256"]:
         raise ModelError(f"model {jpath}: {npz.name} has sha256 {digest}, the model says {doc['sha256']} "
                          "(corrupt, or not the weights this model was written with)")

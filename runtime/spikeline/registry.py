@@ -19,7 +19,6 @@ install), then `<prefix>/share/spikeline/models`. The first directory that knows
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -28,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .modelfile import ModelError
+from .modelfile import ModelError, sha256_file
+
+__all__ = ["Entry", "entries", "read_manifest", "register", "resolve", "search_path", "sha256_file"]
 
 FORMAT = "spikeline.manifest/1"
 MANIFEST = "manifest.json"
@@ -43,14 +44,6 @@ class Entry:
     card: Path | None = None
     summary: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def search_path() -> list[Path]:
