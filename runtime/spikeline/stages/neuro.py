@@ -188,35 +188,104 @@ class DeltaDenseStage(_DeltaStage):
         return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
 
 
+def gru_readout(h: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Class scores W h + b of hidden-state rows h (n, H), float32 out.
+
+    Summed in float64 in a fixed order (column by column), so a row's scores do not depend on how
+    many rows are computed together: a stream split into any chunks gives the scores of one offline
+    pass bit for bit (a BLAS product may change its summation order with the number of rows)."""
+    w = weight.astype(np.float64)
+    acc = np.broadcast_to(bias.astype(np.float64), (h.shape[0], w.shape[0])).copy()
+    h64 = h.astype(np.float64)
+    for j in range(w.shape[1]):
+        acc += h64[:, j, None] * w[:, j]
+    return acc.astype(np.float32)
+
+
+def _schedule_rows(t0: int, n: int, every: int, first: int) -> int:
+    """Index in a chunk of samples t0 .. t0+n-1 (counted since reset) of the first row to emit, or n."""
+    start = first - t0 if t0 <= first else (first - t0) % every
+    return min(start, n)
+
+
 class DeltaGRUStage(_DeltaStage):
     kind = "delta_gru"
-    summary = "GRU (torch.nn.GRUCell gates) on input and hidden deltas above theta (model file kind delta_gru)"
+    summary = ("GRU (torch.nn.GRUCell gates) on input and hidden deltas above theta (model file kind delta_gru); "
+               "outputs h, or class scores when the model file has a readout")
     params = {
-        "model": Param("str", help="model file (.json) with weight_ih (3H, I), weight_hh (3H, H), bias_ih, bias_hh"),
-        "theta_x": Param("number", 0.0, min=0, help="input changes at or below this are not sent"),
-        "theta_h": Param("number", 0.0, min=0, help="hidden-state changes at or below this are not sent"),
+        "model": Param("str", help="model file (.json) or registry id with weight_ih (3H, I), weight_hh (3H, H), "
+                                   "bias_ih, bias_hh; optional readout_weight (K, H), readout_bias (K,)"),
+        "theta_x": Param("number", None, min=0,
+                         help="input changes at or below this are not sent (default: the model file's, else 0)"),
+        "theta_h": Param("number", None, min=0,
+                         help="hidden-state changes at or below this are not sent (default: the model file's, else 0)"),
         "refresh_every": Param("int", 1024, min=0, help="exact recomputation period in samples (0: never)"),
+        "every": Param("int", None, min=1, help="emit one row per N samples (default: the model file's "
+                                                "decision schedule, else every sample)"),
+        "first": Param("int", None, min=0, help="sample index, counted from the start or a reset, of the first row "
+                                                "emitted (default: the model file's, else every - 1)"),
     }
 
     def start(self, meta: StreamMeta) -> StreamMeta:
-        a = self._load("delta_gru").arrays
+        model = self._load("delta_gru")
+        a, m = model.arrays, model.meta
         w_ih, w_hh = a.get("weight_ih"), a.get("weight_hh")
         if w_ih is None or w_hh is None or w_ih.ndim != 2 or w_ih.shape[1] != meta.n_channels:
             got = None if w_ih is None else w_ih.shape
             raise StageError(f"model weight_ih must be (3H, {meta.n_channels}) for stream {meta.name!r}, got {got}",
                              "model")
-        h = w_hh.shape[1]
+        h = self._hidden = int(w_hh.shape[1])
+        theta_x = self.p["theta_x"] if self.p["theta_x"] is not None else float(m.get("theta_x", 0.0))
+        theta_h = self.p["theta_h"] if self.p["theta_h"] is not None else float(m.get("theta_h", 0.0))
         try:
             self._kernel = DeltaGRUKernel(meta.n_channels, h, w_ih, w_hh, a.get("bias_ih"), a.get("bias_hh"),
-                                          self.p["theta_x"], self.p["theta_h"], refresh_every=self.p["refresh_every"])
+                                          theta_x, theta_h, refresh_every=self.p["refresh_every"])
         except ValueError as e:
             raise StageError(f"model {self.p['model']}: {e}", "model") from e
-        self._out = meta.derive(channels=tuple(f"h{i}" for i in range(h)), units=("",) * h)
+        rate = (m.get("input") or {}).get("rate_hz")
+        if rate and meta.nominal_rate and abs(float(rate) - meta.nominal_rate) > 1e-6 * meta.nominal_rate:
+            raise StageError(f"the model was trained at {rate} Hz, stream {meta.name!r} runs at "
+                             f"{meta.nominal_rate:g} Hz", "model")
+        schedule = m.get("decision") or {}
+        self._every = self.p["every"] or int(schedule.get("every", 1))
+        first = self.p["first"] if self.p["first"] is not None else schedule.get("first")
+        self._first = self._every - 1 if first is None else int(first)
+        self._readout: tuple[np.ndarray, np.ndarray] | None = None
+        if "readout_weight" in a:
+            try:
+                w_o = model.array("readout_weight", (None, h))
+                b_o = model.array("readout_bias", (w_o.shape[0],))
+            except ModelError as e:
+                raise StageError(str(e), "model") from e
+            self._readout = (w_o, b_o)
+            classes = tuple(m.get("classes", ()))
+            names = classes if len(classes) == w_o.shape[0] else tuple(f"y{i}" for i in range(w_o.shape[0]))
+            self._out = meta.derive(channels=names, units=("",) * len(names),
+                                    nominal_rate=meta.nominal_rate / self._every,
+                                    classes=classes if len(classes) == len(names) else ())
+        else:
+            self._out = meta.derive(channels=tuple(f"h{i}" for i in range(h)), units=("",) * h,
+                                    nominal_rate=meta.nominal_rate / self._every)
+        self._t = 0
         return self._out
 
-    def process(self, chunk: SampleChunk) -> SampleChunk:
-        out = np.empty((len(chunk), self._out.n_channels), np.float32)
-        return chunk.with_data(self._kernel.step(chunk.data, out=out), self._out)
+    def process(self, chunk: SampleChunk) -> SampleChunk | None:
+        n = len(chunk)
+        h = self._kernel.step(chunk.data, out=np.empty((n, self._hidden), np.float32))
+        t0, self._t = self._t, self._t + n
+        every = self._every
+        if every == 1 and self._first == 0 and self._readout is None:
+            return chunk.with_data(h, self._out)
+        start = _schedule_rows(t0, n, every, self._first)
+        if start >= n:
+            return None
+        rows = h[start::every]
+        data = rows if self._readout is None else gru_readout(rows, *self._readout)
+        return chunk.take(start, None, every).with_data(np.ascontiguousarray(data), self._out)
+
+    def reset(self) -> None:
+        super().reset()
+        self._t = 0
 
 
 class SNN(Stage):
