@@ -44,6 +44,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import har_data
 import trainlib
+from spikeline import registry
 from spikeline.kernels.delta import DeltaGRU
 from spikeline.modelfile import load as load_model
 from spikeline.modelfile import save as save_model
@@ -58,7 +59,7 @@ I64 = npt.NDArray[np.int64]
 # The SPAR files' other wrist: the study's watch frame mirrors x (acc) and y, z (gyro, a pseudovector)
 # between the left and the right arm (per-class channel means in the data flip exactly these signs).
 SPAR_MIRROR = (-1.0, 1.0, 1.0, 1.0, -1.0, -1.0)
-THETA_GRID = (0.0, 0.02, 0.05, 0.1, 0.2)
+THETA_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 AGREEMENT_FLOOR = 0.99  # theta choice: decisions agree with theta = 0 on at least this fraction (training series)
 
 
@@ -79,15 +80,18 @@ class Spec:
     rotate_deg: float = 15.0
     mirror: tuple[float, ...] | None = None
     folds: bool = True  # k-fold by subject (else the file's train/test split)
+    goal: float = 0.0  # issue 4's accuracy goal for this dataset (per decision)
     seed: int = 0
 
 
 SPECS = {
-    "spar": Spec("har-spar-deltagru", "SPAR Apple Watch shoulder exercises", "decisions", mirror=SPAR_MIRROR),
+    "spar": Spec("har-spar-deltagru", "SPAR Apple Watch shoulder exercises", "decisions", mirror=SPAR_MIRROR,
+                 goal=0.95),
     "basicmotions": Spec("har-basicmotions-deltagru", "UEA BasicMotions", "last", hidden=32, crop_s=10.0,
-                         warmup_s=3.0, epochs=150, batch=8, folds=False),
-    "epilepsy": Spec("har-epilepsy-deltagru", "UEA Epilepsy (wrist accelerometer)", "last", hidden=32, crop_s=13.0,
-                     warmup_s=3.0, epochs=100, batch=16, folds=False),
+                         warmup_s=3.0, epochs=150, batch=8, folds=False, goal=1.0),
+    # the .ts values are rescaled (not g: range about ±3.6, per-axis offsets): rotations are not physical here
+    "epilepsy": Spec("har-epilepsy-deltagru", "UEA Epilepsy (wrist accelerometer)", "last", hidden=64, crop_s=13.0,
+                     warmup_s=3.0, epochs=200, batch=16, rotate_deg=0.0, folds=False, goal=0.97),
 }
 
 
@@ -164,6 +168,18 @@ def _model_schedule(meta: dict[str, Any], n: int) -> I64:
     return np.arange(first, n, every, dtype=np.int64)
 
 
+def export_meta(path: Path) -> dict[str, Any]:
+    """The metadata an export carries: ONNX metadata_props (JSON values), or a .tflite's `<file>.json` sidecar."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return {k: json.loads(v) for k, v in props.items() if k in ("classes", "input", "decision")}
+    side = path.with_name(path.name + ".json")
+    meta: dict[str, Any] = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+    return meta
+
+
 def offline_predictions(model: str | Path, recording: Recording | F32) -> tuple[I64, F32, I64]:
     """The offline evaluation of one recording by a shipped model (a registry id or a path): (decision
     sample indices, scores (n_decisions, n_classes), predicted class indices).
@@ -171,7 +187,7 @@ def offline_predictions(model: str | Path, recording: Recording | F32) -> tuple[
     A spikeline model file (kind delta_gru) runs on the compiled DeltaGRU kernel with its thresholds and
     decision schedule, as the `delta_gru` stage does; an .onnx / .tflite one-step model is stepped one
     sample per call with its state carried, as the `onnx` / `litert` stages do (decisions at the schedule
-    in the model's manifest entry or the JSON file beside it)."""
+    its metadata names: ONNX metadata_props, or the .tflite's JSON sidecar)."""
     x = np.ascontiguousarray(recording.data if isinstance(recording, Recording) else recording, np.float32)
     path = resolve(model)
     if path.suffix == ".json":
@@ -183,9 +199,7 @@ def offline_predictions(model: str | Path, recording: Recording | F32) -> tuple[
         scores, _ = run_kernel(m, [x], float(mf.meta.get("theta_x", 0.0)), float(mf.meta.get("theta_h", 0.0)), [at])
         s = scores[0]
     else:
-        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["meta"] \
-            if path.with_suffix(".json").is_file() else {}
-        at = _model_schedule(meta, len(x))
+        at = _model_schedule(export_meta(path), len(x))
         s = OneStep(path).scores(x, at)
     return at, s, np.argmax(s, axis=1).astype(np.int64)
 
@@ -631,7 +645,7 @@ def run(dataset: str, data: str | None, quick: bool, out_root: Path) -> Path:
     rows = pooled.rows["theta chosen"]
     cm = trainlib.confusion(rows["y"], rows["p"], k)
     trainlib.plot_confusion(cm, ds.classes, mdir / "confusion.png",
-                            f"{model_id}: per decision, pooled over {'folds' if len(folds) > 1 else 'the test split'}")
+                            f"{model_id}\nper decision, {'folds pooled' if len(folds) > 1 else 'test split'}")
     trainlib.plot_curves(curves, mdir / "curves.png", f"{model_id}: training loss (per-step cross-entropy)")
     card = mdir / "CARD.md"
     card.write_text(card_text(ds, spec, model_id, folds, split_text, pooled, grid, grid_counts, fold_theta,
@@ -744,11 +758,13 @@ def card_text(ds: har_data.HARSet, spec: Spec, model_id: str, folds: list[tuple[
                                            "per decision, theta 0", "per decision, chosen", "per series, chosen"),
                                           frows), ""]
     kd, nd = pooled.acc("theta chosen")
-    if ds.name == "spar":
-        goal = 0.95
-        verdict = "reached" if wilson(kd, nd)[0] >= goal else ("not reached" if kd / nd < goal else
-                                                               "reached in point estimate only")
-        out += [f"Goal ≥ 95 % per decision: **{verdict}** (measured {accuracy_text(kd, nd)}).", ""]
+    if spec.goal and data_is_shipped(ds):
+        goal = spec.goal
+        verdict = "reached" if kd / nd >= goal else "not reached"
+        if verdict == "reached" and wilson(kd, nd)[0] < goal:
+            verdict += " (point estimate; the interval's lower end is below it)"
+        out += [f"Goal of issue 4, {'=' if goal >= 1 else '≥'} {goal:.0%} per decision: **{verdict}** "
+                f"(measured {accuracy_text(kd, nd)}).", ""]
     out += ["Published and baseline numbers (data/README.md, tools/har_data.py):", "",
             md_table(("method", "accuracy"), har_data.BASELINES.get(ds.name, [])), ""]
     if ds.name == "spar":
@@ -756,13 +772,19 @@ def card_text(ds: har_data.HARSet, spec: Spec, model_id: str, folds: list[tuple[
                 "the comparable one (a decision at the end of every such window, but the GRU has seen the whole "
                 "set up to it). Burns et al.'s ≈ 98 % is on the full 20-subject SPAR set with a different split "
                 "and models: not comparable one to one.", ""]
-    l2mu = mdir.parent / model_id.replace("deltagru", "l2mu") / "CARD.md"
-    out += [f"L2MU family: see `{l2mu.relative_to(mdir.parent).as_posix()}`" + (" (same protocol)." if l2mu.is_file()
-            else " (not trained yet when this card was written)."), ""]
+    l2mu_id = model_id.replace("deltagru", "l2mu")
+    l2mu = mdir.parent / l2mu_id / "CARD.md"
+    l2mu_entry = registry.read_manifest(mdir.parent).get(l2mu_id)
+    if l2mu.is_file() and l2mu_entry is not None:
+        out += [f"L2MU family, same protocol (`{l2mu_id}`, see `../{l2mu_id}/CARD.md`): {l2mu_entry.summary}", ""]
+    else:
+        out += [f"L2MU family: `{l2mu_id}` had no card when this one was written (same protocol, tools/har_data.py).",
+                ""]
     # --- thresholds
     tx, th = theta
+    units = ", ".join(sorted({u for u in ds.units if u})) or "as recorded, not documented"
     out += ["## Thresholds and temporal sparsity", "",
-            f"Shipped: **theta_x = {tx:g}** (raw input units: g and rad/s), **theta_h = {th:g}**. Rule (no test data, "
+            f"Shipped: **theta_x = {tx:g}** (in the raw input's units: {units}), **theta_h = {th:g}**. Rule (no test data, "
             f"no labels): on {theta_basis}, among theta_x, theta_h ∈ {{{', '.join(f'{g:g}' for g in grid)}}}, the "
             f"fewest multiply-accumulates whose decisions agree with theta = 0 on ≥ {AGREEMENT_FLOOR:.0%}."
             + (" Each fold chose its own thresholds on its own training series the same way (table above)." if multi
@@ -800,12 +822,26 @@ def card_text(ds: har_data.HARSet, spec: Spec, model_id: str, folds: list[tuple[
             f"({'all ' + str(ds.n_series) + ' series, including its training data: agreement, not accuracy' if multi else 'test series'}):",
             "", md_table(("model", "agrees with kernel, theta 0"), [(nm, f"{_pct(a, n)} ({a}/{n})") for nm, a, n in agree]),
             ""]
+    med = {c["impl"]: float(c["median_us"]) for c in costs}
+
+    def size(name: str) -> int:
+        return (mdir / name).stat().st_size
+
     crow = [(c["impl"], f"{c['median_us']:.2f}", f"{c['p99_us']:.2f}", f"{c['calls']}",
              f"{c['macs_fraction']:.1%}") for c in costs]
     out += [f"Per-sample cost, one sample per call, measured side by side in one run on series {int(np.argmax(ds.lengths))} "
             f"({int(ds.lengths.max())} samples, cycled), 1 thread, {_cpu()}; ONNX/LiteRT through spikeline's "
             "runners (the stages' own call path), which also compute the readout every call (K·H extra MACs):", "",
             md_table(("implementation", "median µs/sample", "p99 µs/sample", "calls", "MACs vs dense"), crow), "",
+            "Median ratios: " + "; ".join(f"{a} / {b}: {med[a] / med[b]:.2f}x" for a, b in (
+                ("ONNX int8 one-step", "ONNX float32 one-step"), ("LiteRT int8 one-step", "LiteRT float32 one-step"),
+                (costs[1]["impl"], costs[0]["impl"]), (costs[1]["impl"], "LiteRT float32 one-step"))) + ". "
+            f"The int8 files are {size('model.onnx') / size('model-int8.onnx'):.1f}x (ONNX) and "
+            f"{size('model.tflite') / size('model-int8.tflite'):.1f}x (LiteRT) smaller than the float ones"
+            + ("; ONNX int8 is slower than float here: dynamic quantisation quantises the activations on every "
+               "call, which costs more than the int8 products save on matrices this small"
+               if med["ONNX int8 one-step"] > med["ONNX float32 one-step"] else "")
+            + ". Measured on a 2-core machine shared with other jobs: p99 includes their interference.", "",
             f"Size: {n_params} parameters; dense GRU {macs_dense} MACs per sample (+ {k * hid} per decision for "
             f"the readout). At {ds.rate_hz:g} Hz the budget per sample is {1e6 / ds.rate_hz:,.0f} µs.", ""]
     # --- files
@@ -835,11 +871,16 @@ def card_text(ds: har_data.HARSet, spec: Spec, model_id: str, folds: list[tuple[
         lim += ["Small archive set: a few dozen test series, so the interval is wide.",
                 "Trained and tested on fixed-length cases from their first sample; live, the stream must be reset "
                 "at a case's start for the decision to mean the same thing."]
-    lim += ["Thresholds are in the raw input's units: one theta_x for every channel (g and rad/s alike).",
+    lim += ["Thresholds are in the raw input's units: one theta_x for every channel"
+            + (" (g and rad/s alike)." if {"g", "rad/s"} <= set(ds.units) else "."),
             "The kernel's tanh/sigmoid are a rational approximation (|error| ≤ 4.1e-7) and float32 accumulators are "
             "refreshed every 1024 samples: decisions can differ from torch's in rare near-ties."]
     out += [f"- {x}" for x in lim] + [""]
     return "\n".join(out)
+
+
+def data_is_shipped(ds: har_data.HARSet) -> bool:
+    return ds.name in SPECS and all(p.is_relative_to(trainlib.DATA) for p in ds.files)
 
 
 def _cpu() -> str:
