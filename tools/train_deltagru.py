@@ -90,7 +90,8 @@ SPECS = {
                  goal=0.95, history="Hyper-parameters were chosen in a handful of short runs scored on fold 1 "
                  "(test subjects 1 and 2), plus one run of this configuration on fold 4 (subjects 7 and 8): hidden "
                  "size 32 / 64 / 96, rotation range 15 / 25 / 30 degrees, dropout before the readout, weight decay, "
-                 "120 or 200 epochs, with and without the wrist mirror (the mirror gave the one clear gain). Those "
+                 "120 or 200 epochs, crops of 15 s / 30 s / whole series, with and without the wrist mirror (the "
+                 "mirror gave the one clear gain; longer crops were worse). Those "
                  "two folds' figures are therefore mildly optimistic."),
     "basicmotions": Spec("har-basicmotions-deltagru", "UEA BasicMotions", "last", hidden=32, crop_s=10.0,
                          warmup_s=3.0, epochs=150, batch=8, folds=False, goal=1.0,
