@@ -196,7 +196,8 @@ async def test_eeg_live_over_lsl_publishes_the_offline_decisions_on_mqtt_and_lsl
 
 SPAR = "spar_applewatch/spar_watch.npz"
 # (example config, training tool exposing offline_predictions, the model id the config names)
-HAR = [("smartwatch-har-deltagru.toml", "train_deltagru", "har-spar-deltagru")]
+HAR = [("smartwatch-har-l2mu.toml", "train_l2mu", "har-spar-l2mu"),
+       ("smartwatch-har-deltagru.toml", "train_deltagru", "har-spar-deltagru")]
 
 
 def har_expected(config: str, tool: str, model: str,
