@@ -79,3 +79,10 @@ def test_cli_lists_models_and_shows_a_card(models_dir: Path, capsys: pytest.Capt
     assert main(["models", "tiny-dense"]) == 1
     assert "status: BROKEN" in capsys.readouterr().out
     assert main(["models", "nope"]) == 1
+
+
+def test_the_models_readme_lists_exactly_the_shipped_ids() -> None:
+    import re
+
+    listed = set(re.findall(r"`([a-z0-9-]+)` \(", (ROOT / "models" / "README.md").read_text()))
+    assert listed == set(registry.read_manifest(ROOT / "models"))
