@@ -74,7 +74,7 @@ class Pipeline:
 
     def stage_counters(self) -> dict[str, dict[str, int | float]]:
         """Each started stage's work counters (none before every stage has started). A stage whose counters
-        fail is reported with the error instead: metrics must never take the daemon down."""
+        fail is left out and the error logged: metrics must never take the daemon down."""
         if self.meta_out is None:
             return {}
         out: dict[str, dict[str, int | float]] = {}
