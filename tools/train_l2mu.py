@@ -671,8 +671,11 @@ def write_card(mid: str, r: dict[str, Any], results: dict[str, dict[str, Any]], 
                  f"windows: {window_s:g} s, hop {hop_s:g} s); the model also carries state from before each window, as "
                  "it does live. Series: majority vote over its windows.")
               + " tests/test_model_l2mu.py streams every test series through the `l2mu` and `decide` stages in "
-              "random chunk sizes and gets exactly these rows and decisions (eval.json). Intervals: Wilson 95 %. No test data was used for any choice (hyperparameters were chosen with "
-              "`--dev`, which holds out training data).", ""]
+              "random chunk sizes and gets exactly these rows and decisions (eval.json). Intervals: Wilson 95 %. "
+              "The full models' hyperparameters were chosen with `--dev` runs, which hold out training data and "
+              "never touch the test split. Exception: the pruned models' fine-tuning length (`prune_epochs`) was "
+              "lengthened after an earlier run of this tool had scored its pruned SPAR model on the test split, so "
+              "the pruned models' test numbers are not fully independent of it.", ""]
     rows = []
     for other, o in results.items():
         a = o["acc"]
