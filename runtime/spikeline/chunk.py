@@ -23,10 +23,17 @@ class StreamMeta:
     source_id: str = ""
     # When set, each output row is a decision and `SampleChunk.label` indexes into this tuple.
     classes: tuple[str, ...] = ()
+    # Event streams (EventChunk): the sensor's (width, height) in pixels; (0, 0) for sample streams.
+    # An event stream has no channels; its nominal_rate is the most events per second it may carry.
+    sensor: tuple[int, int] = (0, 0)
 
     @property
     def n_channels(self) -> int:
         return len(self.channels)
+
+    @property
+    def is_events(self) -> bool:
+        return self.sensor != (0, 0)
 
     def derive(self, **changes: object) -> StreamMeta:
         """A copy with some fields changed (a stage describing its output)."""
@@ -91,3 +98,68 @@ class SampleChunk:
         return SampleChunk(data=data, t=self.t, t_recv=self.t_recv, seq=self.seq,
                            meta=self.meta if meta is None else meta,
                            label=self.label if label is None else label, stride=self.stride)
+
+
+# One address-event: time in microseconds, pixel column x, row y, polarity p (1 = ON, 0 = OFF).
+# Aligned (16 bytes: t at 0, x at 8, y at 10, p at 12) so compiled code reads it as a C struct.
+EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")], align=True)
+Events = npt.NDArray[np.void]
+
+
+def empty_events(n: int = 0) -> Events:
+    return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def as_events(t: npt.ArrayLike, x: npt.ArrayLike, y: npt.ArrayLike, p: npt.ArrayLike) -> Events:
+    """Events from separate columns (any integer dtypes; polarity: nonzero = ON)."""
+    ta = np.asarray(t)
+    ev = np.empty(ta.shape[0], dtype=EVENT_DTYPE)
+    ev["t"] = ta
+    ev["x"] = np.asarray(x)
+    ev["y"] = np.asarray(y)
+    ev["p"] = np.asarray(p) != 0
+    return ev
+
+
+@dataclass(slots=True)
+class EventChunk:
+    """Consecutive events of one event-camera stream, in time order.
+
+    ev       EVENT_DTYPE structured array: t int64 µs on the sensor's clock, x/y uint16, p int8 (0/1)
+    t_base   this host's monotonic time (s) of sensor time 0: an event's local time is
+             t_base + t * 1e-6 (the source keeps the mapping; replay and UDP sources set it)
+    t_recv   monotonic time the runtime received the chunk
+    seq      stream index of the first event; gaps in the indices show events dropped downstream
+             of the source (queue overflow); the source's own rate controller counts its drops
+    """
+
+    ev: Events
+    t_base: float
+    t_recv: float
+    seq: int
+    meta: StreamMeta
+    t_done: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ev.dtype != EVENT_DTYPE or self.ev.ndim != 1:
+            raise ValueError(f"EventChunk.ev must be a 1-d EVENT_DTYPE array, got {self.ev.dtype} {self.ev.shape}")
+        if not self.meta.is_events:
+            raise ValueError(f"stream {self.meta.name!r} is not an event stream (no sensor size)")
+
+    def __len__(self) -> int:
+        return int(self.ev.shape[0])
+
+    def take(self, start: int, stop: int | None = None, step: int = 1) -> EventChunk:
+        """Events start:stop (the queue's drop policy). `step` must be 1: event indices stay dense."""
+        if step != 1:
+            raise ValueError("EventChunk.take keeps consecutive events only (step 1)")
+        first = slice(start, stop).indices(len(self))[0]
+        return EventChunk(ev=self.ev[start:stop], t_base=self.t_base, t_recv=self.t_recv,
+                          seq=self.seq + first, meta=self.meta)
+
+    def local_time(self, t_us: int | npt.NDArray[np.int64]) -> float | F64:
+        """This host's monotonic time (s) of sensor time(s) `t_us`."""
+        return self.t_base + np.asarray(t_us, dtype=np.float64) * 1e-6
+
+
+Chunk = SampleChunk | EventChunk
