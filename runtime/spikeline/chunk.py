@@ -126,8 +126,9 @@ class EventChunk:
     """Consecutive events of one event-camera stream, in time order.
 
     ev       EVENT_DTYPE structured array: t int64 µs on the sensor's clock, x/y uint16, p int8 (0/1)
-    t_base   this host's monotonic time (s) of sensor time 0: an event's local time is
-             t_base + t * 1e-6 (the source keeps the mapping; replay and UDP sources set it)
+    t_base   this host's monotonic time (s) of sensor time 0, and
+    t_scale  seconds of this host's clock per sensor µs (1e-6 live; 1e-6 / N when a file is replayed at N×):
+             an event's local time is t_base + t * t_scale (the source keeps the mapping)
     t_recv   monotonic time the runtime received the chunk
     seq      stream index of the first event; gaps in the indices show events dropped downstream
              of the source (queue overflow); the source's own rate controller counts its drops
@@ -138,6 +139,7 @@ class EventChunk:
     t_recv: float
     seq: int
     meta: StreamMeta
+    t_scale: float = 1e-6
     t_done: float = 0.0
 
     def __post_init__(self) -> None:
@@ -155,11 +157,11 @@ class EventChunk:
             raise ValueError("EventChunk.take keeps consecutive events only (step 1)")
         first = slice(start, stop).indices(len(self))[0]
         return EventChunk(ev=self.ev[start:stop], t_base=self.t_base, t_recv=self.t_recv,
-                          seq=self.seq + first, meta=self.meta)
+                          seq=self.seq + first, meta=self.meta, t_scale=self.t_scale)
 
-    def local_time(self, t_us: int | npt.NDArray[np.int64]) -> float | F64:
+    def local_time(self, t_us: npt.ArrayLike) -> F64:
         """This host's monotonic time (s) of sensor time(s) `t_us`."""
-        return self.t_base + np.asarray(t_us, dtype=np.float64) * 1e-6
+        return self.t_base + np.asarray(t_us, dtype=np.float64) * self.t_scale
 
 
 Chunk = SampleChunk | EventChunk

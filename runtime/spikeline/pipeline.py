@@ -12,7 +12,7 @@ import math
 import time
 from enum import Enum
 
-from .chunk import SampleChunk, StreamMeta
+from .chunk import Chunk, StreamMeta
 from .config import ComponentConfig, PipelineConfig
 from .metrics import PipelineMetrics
 from .mqtt import MqttPublisher
@@ -57,11 +57,17 @@ class Pipeline:
         meta = await self.source.open()
         self.meta_in = meta
         for st, sc in zip(self.stages, self.cfg.stages, strict=True):
+            if st.takes_events != meta.is_events:
+                raise ConfigError([f"{sc.path}: stage type {sc.kind!r} takes {_what(st.takes_events)}, but its input "
+                                   f"{meta.name!r} is {_what(meta.is_events)}"])
             try:
                 meta = st.start(meta)
             except StageError as e:
                 where = f"{sc.path}.{e.param}" if e.param else sc.path
                 raise ConfigError([f"{where}: {e}"]) from e
+        if meta.is_events:
+            raise ConfigError([f"{self.cfg.path}: the pipeline ends with event stream {meta.name!r}; sinks take results: "
+                               "add a stage that turns events into results (e.g. event_classifier, hdsnn)"])
         self.meta_out = meta
         for sink, kc in zip(self.sinks, self.cfg.sinks, strict=True):
             try:
@@ -89,7 +95,7 @@ class Pipeline:
                 out[st.name] = c
         return out
 
-    def _put(self, chunk: SampleChunk) -> None:
+    def _put(self, chunk: Chunk) -> None:
         assert self.queue is not None
         self.metrics.count_in(len(chunk))
         before = self.queue.dropped
@@ -141,27 +147,39 @@ class Pipeline:
 
     async def _compute(self) -> None:
         assert self.queue is not None
-        clock = time.monotonic
+        while (chunk := await self.queue.get()) is not None:
+            self._through(chunk, 0)
+        # The input has ended: let each stage hand over what it still holds, in order.
+        for i, st in enumerate(self.stages):
+            try:
+                rest = st.flush()
+            except Exception as e:
+                self.metrics.stage_errors += 1
+                raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed at the end of the input: {e}") from e
+            if rest is not None and len(rest):
+                self._through(rest, i + 1)
+
+    def _through(self, chunk: Chunk, first: int) -> None:
+        """Run `chunk` through stages[first:] and hand the result to the sinks."""
         perf = time.perf_counter
         m = self.metrics
-        while (chunk := await self.queue.get()) is not None:
-            out = chunk
-            for st in self.stages:
-                t0 = perf()
-                try:
-                    res = st.process(out)
-                except Exception as e:
-                    m.stage_errors += 1
-                    raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed on samples "
-                                       f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {e}") from e
-                m.record_stage(st.name, perf() - t0)
-                if res is None or len(res) == 0:
-                    break
-                out = res
-            else:
-                out.t_done = clock()
-                for sink in self.sinks:
-                    sink.submit(out)
+        out = chunk
+        for st in self.stages[first:]:
+            t0 = perf()
+            try:
+                res = st.process(out)
+            except Exception as e:
+                m.stage_errors += 1
+                what = "events" if chunk.meta.is_events else "samples"
+                raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed on {what} "
+                                   f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {e}") from e
+            m.record_stage(st.name, perf() - t0)
+            if res is None or len(res) == 0:
+                return
+            out = res
+        out.t_done = time.monotonic()
+        for sink in self.sinks:
+            sink.submit(out)  # type: ignore[arg-type]  # open() checked that the last stage gives samples
 
     def stop(self) -> None:
         """Stop the source; what is queued is still computed and handed to the sinks."""
@@ -170,6 +188,10 @@ class Pipeline:
             if self.state == State.RUNNING:
                 self.state = State.DRAINING
             self.source.stop()
+
+
+def _what(events: bool) -> str:
+    return "an event stream" if events else "a sample stream"
 
 
 def describe(pc: PipelineConfig) -> str:

@@ -1,6 +1,6 @@
 """The bounded queue between a source and a pipeline's stages.
 
-Capacity is counted in samples (configured in seconds of signal), never in Python objects. When a
+Capacity is counted in samples or events (configured in seconds of signal), never in Python objects. When a
 chunk would overflow it, the oldest samples are dropped and counted (`drop_oldest`): a live decoder
 wants the newest signal, and the gap is visible downstream in `seq`.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from .chunk import SampleChunk
+from .chunk import Chunk
 
 
 class SampleQueue:
-    """Single-consumer bounded queue of SampleChunks, owned by the event loop thread.
+    """Single-consumer bounded queue of Chunks, owned by the event loop thread.
 
     Sources running in threads hand chunks over with `loop.call_soon_threadsafe(queue.put, chunk)`.
     """
@@ -23,7 +23,7 @@ class SampleQueue:
         if capacity_samples < 1:
             raise ValueError(f"queue capacity must be >= 1 sample, got {capacity_samples}")
         self.capacity = capacity_samples
-        self._chunks: deque[SampleChunk] = deque()
+        self._chunks: deque[Chunk] = deque()
         self._size = 0
         self._ready = asyncio.Event()
         self._room = asyncio.Event()  # set when `get` makes room (producers that must not lose samples)
@@ -35,7 +35,7 @@ class SampleQueue:
         """Samples waiting."""
         return self._size
 
-    def put(self, chunk: SampleChunk) -> None:
+    def put(self, chunk: Chunk) -> None:
         n = len(chunk)
         if n == 0 or self._closed:
             return
@@ -78,7 +78,7 @@ class SampleQueue:
         self._ready.set()
         self._room.set()
 
-    async def get(self) -> SampleChunk | None:
+    async def get(self) -> Chunk | None:
         while not self._chunks:
             if self._closed:
                 return None

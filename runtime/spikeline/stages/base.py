@@ -9,9 +9,9 @@ A stage can be used without the runtime (tests do exactly that):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from ..chunk import SampleChunk, StreamMeta
+from ..chunk import Chunk, StreamMeta
 from ..params import Component, ConfigError, check_table
 
 STAGES: dict[str, type[Stage]] = {}
@@ -27,6 +27,9 @@ class StageError(Exception):
 
 class Stage(Component):
     registry = STAGES  # type: ignore[assignment]
+    # What the stage consumes: sample streams (SampleChunk) or event streams (EventChunk). The pipeline checks
+    # every stage against what the stage before it produces.
+    takes_events: ClassVar[bool] = False
 
     def __init__(self, name: str, p: dict[str, Any]) -> None:
         self.name = name
@@ -36,9 +39,14 @@ class Stage(Component):
         """Check the input stream, allocate state, return the output stream's description."""
         return meta
 
-    def process(self, chunk: SampleChunk) -> SampleChunk | None:
-        """Consume one chunk; return the rows it produces (None or empty when it produces none)."""
+    def process(self, chunk: Any) -> Chunk | None:
+        """Consume one chunk (a SampleChunk, or an EventChunk when `takes_events`); return the rows or events it
+        produces (None or empty when it produces none)."""
         raise NotImplementedError
+
+    def flush(self) -> Chunk | None:
+        """The input has ended: return what is still held back (e.g. a last partial window), or None."""
+        return None
 
     def reset(self) -> None:
         """Forget all state (a new session, a stream that restarted)."""
