@@ -26,9 +26,17 @@ class StreamMeta:
     # Event streams (EventChunk): the sensor's (width, height) in pixels; (0, 0) for sample streams.
     # An event stream has no channels; its nominal_rate is the most events per second it may carry.
     sensor: tuple[int, int] = (0, 0)
+    # Streams whose rows are images (event frames, time surfaces, voxel grids): the shape of one row, e.g.
+    # (polarities, height, width), row-major. Such streams have n_channels = prod(frame) and no channel names.
+    frame: tuple[int, ...] = ()
 
     @property
     def n_channels(self) -> int:
+        if self.frame:
+            n = 1
+            for d in self.frame:
+                n *= d
+            return n
         return len(self.channels)
 
     @property

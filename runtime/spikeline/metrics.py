@@ -109,6 +109,8 @@ class PipelineMetrics:
     dropped_queue: int = 0  # bounded queue overflow (drop_oldest)
     dropped_stale: int = 0  # source backlog older than the budget, skipped to the newest sample
     source_gaps: int = 0  # samples the source reports lost upstream (e.g. LSL timestamp gaps)
+    dropped_rate: int = 0  # events an event source's rate controller dropped (cap on events/s)
+    rejected_input: int = 0  # input the source refused: malformed packets/events, out-of-order events
     results: int = 0
     deadline_misses: int = 0  # results whose runtime latency exceeded the budget
     age_misses: int = 0  # results whose age exceeded max_age (when configured)
@@ -117,6 +119,7 @@ class PipelineMetrics:
     age: LatencyHistogram = field(default_factory=LatencyHistogram)
     stages: dict[str, LatencyHistogram] = field(default_factory=dict)
     sink_counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    source_counters: dict[str, int] = field(default_factory=dict)  # source-specific detail (packets, ...)
     _t_window: float = field(default_factory=time.monotonic)
     _window_counts: tuple[int, int] = (0, 0)  # samples_in, results at the start of the window
 
@@ -165,8 +168,11 @@ class PipelineMetrics:
                 "dropped_queue": self.dropped_queue,
                 "dropped_stale": self.dropped_stale,
                 "source_gaps": self.source_gaps,
+                "dropped_rate": self.dropped_rate,
+                "rejected_input": self.rejected_input,
                 "stage_errors": self.stage_errors,
             },
+            "source": dict(self.source_counters),
             "sinks": {k: dict(v) for k, v in self.sink_counters.items()},
         }
         self._window_counts = (self.samples_in, self.results)
