@@ -1,5 +1,6 @@
 """Sources. Importing this package registers every built-in source type."""
 
+from . import events as events
 from . import lsl as lsl
 from . import replay as replay
 from .base import SOURCES, Source, SourceContext, SourceError

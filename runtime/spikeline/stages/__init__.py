@@ -1,5 +1,6 @@
 """Pipeline stages. Importing this package registers every built-in stage type."""
 
+from . import events as events
 from . import infer as infer
 from . import neuro as neuro
 from . import signal as signal

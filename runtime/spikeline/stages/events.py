@@ -1,0 +1,409 @@
+"""Event-camera stages: denoise, time surfaces and frames for models, the HD-SNN motion layer, event classifiers.
+
+Each wraps a compiled kernel stepping every event of a chunk inside compiled code (see
+`spikeline.kernels.events` and `spikeline.kernels.evnet`); Python runs per chunk and per emitted row only.
+Stages that turn events into results emit rows at points of *sensor* time (a grid of `every_ms`, window ends,
+the end of an event burst), so a recording gives the same results whatever its chunking, whether it is
+replayed at 1x, 10x or as fast as possible. Each row carries the local time of the newest event that
+contributed (`EventChunk.local_time`) and the receive time of the chunk that completed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..chunk import EventChunk, SampleChunk, StreamMeta
+from ..params import Param
+from .base import Stage, StageError
+
+F32 = npt.NDArray[np.float32]
+
+
+def _us(ms: float) -> int:
+    return max(1, round(ms * 1e3))
+
+
+class _EventStage(Stage):
+    takes_events = True
+
+    def start(self, meta: StreamMeta) -> StreamMeta:
+        self.meta_in = meta
+        self.width, self.height = meta.sensor
+        self.rows = 0  # output rows so far (their seq)
+        return self._start(meta)
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        return meta
+
+    def _rows(self, data: F32, t_us: list[int], recv: list[float], chunk: EventChunk | None,
+              label: npt.NDArray[np.int16] | None = None, t_local: list[float] | None = None) -> SampleChunk | None:
+        """Output rows stamped with the local time of their newest event (sensor time `t_us`)."""
+        if not t_us:
+            return None
+        n = len(t_us)
+        if t_local is None:
+            assert chunk is not None
+            t = chunk.local_time(np.asarray(t_us, dtype=np.int64))
+        else:
+            t = np.asarray(t_local, dtype=np.float64)
+        out = SampleChunk(data=np.ascontiguousarray(data, dtype=np.float32).reshape(n, -1), t=t,
+                          t_recv=np.asarray(recv, dtype=np.float64), seq=self.rows, meta=self.meta_out, label=label)
+        self.rows += n
+        return out
+
+
+# ------------------------------------------------------------------------------------------- denoise
+
+class Denoise(_EventStage):
+    kind = "denoise"
+    summary = "drop isolated (background-activity) events, or events within a pixel's refractory period"
+    params = {
+        "method": Param("str", "background_activity", choices=("background_activity", "refractory"),
+                        help="background_activity: keep an event only if a neighbouring pixel fired within "
+                             "filter_ms; refractory: drop events within refractory_ms of the pixel's last one"),
+        "filter_ms": Param("number", 10.0, min=0, min_exclusive=True, help="background-activity time window"),
+        "refractory_ms": Param("number", 1.0, min=0, min_exclusive=True, help="refractory period"),
+    }
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.events import BackgroundActivityFilter, RefractoryFilter
+
+        if self.p["method"] == "refractory":
+            self.filt: Any = RefractoryFilter(self.width, self.height, _us(self.p["refractory_ms"]))
+        else:
+            self.filt = BackgroundActivityFilter(self.width, self.height, _us(self.p["filter_ms"]))
+        self.meta_out = meta
+        self.out_seq = 0
+        return meta
+
+    def process(self, chunk: EventChunk) -> EventChunk | None:
+        kept = self.filt.filter(chunk.ev)
+        if len(kept) == 0:
+            return None
+        out = EventChunk(ev=np.array(kept), t_base=chunk.t_base, t_recv=chunk.t_recv, seq=self.out_seq,
+                         meta=self.meta_out, t_scale=chunk.t_scale)
+        self.out_seq += len(kept)
+        return out
+
+    def reset(self) -> None:
+        self.filt.reset()
+
+    def counters(self) -> dict[str, int | float]:
+        seen, kept = int(self.filt.seen), int(self.filt.kept)
+        return {"events_in": seen, "events_kept": kept, "kept_fraction": round(kept / seen, 4) if seen else 0.0}
+
+
+# ------------------------------------------------------------------------------- surfaces and frames
+
+def _grid_cuts(t: npt.NDArray[np.int64], nxt: int, step: int) -> tuple[list[int], list[int]]:
+    """Grid points nxt, nxt+step, ... that the events' times reach: (points, index of first event at/after each)."""
+    if len(t) == 0 or int(t[-1]) < nxt:
+        return [], []
+    last = int(t[-1])
+    pts = list(range(nxt, last + 1, step))
+    idx = np.searchsorted(t, np.asarray(pts, dtype=np.int64), side="left").tolist()
+    return pts, idx
+
+
+class TimeSurfaceStage(_EventStage):
+    kind = "time_surface"
+    summary = "per-pixel exponential time surface exp(-(t - t_last)/tau), one image row every every_ms"
+    params = {
+        "tau_ms": Param("number", 50.0, min=0, min_exclusive=True, help="decay time constant"),
+        "every_ms": Param("number", 10.0, min=0, min_exclusive=True, help="sample the surface on this grid of "
+                                                                          "sensor time"),
+        "polarities": Param("int", 2, choices=(1, 2), help="2: one surface per polarity; 1: both together"),
+    }
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.events import TimeSurface
+
+        self.ts = TimeSurface(self.width, self.height, _us(self.p["tau_ms"]), self.p["polarities"])
+        self.step = _us(self.p["every_ms"])
+        self.next_t: int | None = None
+        self.meta_out = meta.derive(type="time_surface", frame=(self.p["polarities"], self.height, self.width),
+                                    nominal_rate=1e3 / self.p["every_ms"], sensor=(0, 0))
+        return self.meta_out
+
+    def process(self, chunk: EventChunk) -> SampleChunk | None:
+        ev = chunk.ev
+        if len(ev) == 0:
+            return None
+        t = ev["t"]
+        if self.next_t is None:
+            self.next_t = (int(t[0]) // self.step + 1) * self.step
+        pts, idx = _grid_cuts(t, self.next_t, self.step)
+        frames: list[F32] = []
+        stamps: list[int] = []
+        start = 0
+        for tp, i in zip(pts, idx, strict=True):
+            self.ts.update(ev[start:i])
+            start = i
+            frames.append(self.ts.sample(tp).copy())
+            stamps.append(int(t[i - 1]) if i > 0 else self._last_t)
+        self.ts.update(ev[start:])
+        self._last_t = int(t[-1])
+        if pts:
+            self.next_t = pts[-1] + self.step
+        return self._rows(np.stack(frames) if frames else np.zeros((0,)), stamps, [chunk.t_recv] * len(stamps),
+                          chunk)
+
+    _last_t = 0
+
+    def reset(self) -> None:
+        self.ts.reset()
+        self.next_t = None
+
+
+class EventFramesStage(_EventStage):
+    kind = "event_frames"
+    summary = "event counts per polarity (or a voxel grid of n_bins) per window_ms, one image row per window"
+    params = {
+        "window_ms": Param("number", 10.0, min=0, min_exclusive=True, help="window length (sensor time)"),
+        "n_bins": Param("int", 0, min=0, help="0: counts per polarity (2, H, W); N: voxel grid (N, H, W)"),
+        "skip_empty": Param("bool", True, help="no row for a window without events"),
+    }
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.events import EventFrames, VoxelGrid
+
+        w = _us(self.p["window_ms"])
+        nb = self.p["n_bins"]
+        self.k: Any = VoxelGrid(self.width, self.height, w, nb) if nb else EventFrames(self.width, self.height, w)
+        shape = (nb, self.height, self.width) if nb else (2, self.height, self.width)
+        self.meta_out = meta.derive(type="voxel_grid" if nb else "event_frames", frame=shape,
+                                    nominal_rate=1e3 / self.p["window_ms"], sensor=(0, 0))
+        self._last_chunk: EventChunk | None = None
+        return self.meta_out
+
+    def _emit(self, frames: F32, t_end: npt.NDArray[np.int64], chunk: EventChunk) -> SampleChunk | None:
+        if len(t_end) == 0:
+            return None
+        if self.p["skip_empty"]:
+            keep = np.flatnonzero(np.abs(frames.reshape(len(t_end), -1)).sum(axis=1) > 0)
+            frames, t_end = frames[keep], t_end[keep]
+        stamps = [int(x) - 1 for x in t_end]  # a window's newest possible event
+        return self._rows(frames, stamps, [chunk.t_recv] * len(stamps), chunk)
+
+    def process(self, chunk: EventChunk) -> SampleChunk | None:
+        self._last_chunk = chunk
+        frames, t_end = self.k.push(chunk.ev)
+        return self._emit(frames, t_end, chunk)
+
+    def flush(self) -> SampleChunk | None:
+        c = self._last_chunk
+        if c is None or len(c.ev) == 0:
+            return None
+        frames, t_end = self.k.flush_until(int(c.ev["t"][-1]) + _us(self.p["window_ms"]))
+        return self._emit(frames, t_end, c)
+
+    def reset(self) -> None:
+        self.k.reset()
+
+
+# ------------------------------------------------------------------------------------- HD-SNN motion
+
+class HdsnnMotion(_EventStage):
+    kind = "hdsnn"
+    summary = "heterogeneous-delay spiking layer tuned to motion directions; winner-take-all direction per window"
+    params = {
+        "directions": Param("int", 8, choices=(4, 8, 16), help="number of direction channels"),
+        "speeds_px_per_ms": Param("number_list", [0.5], help="speeds the kernels are tuned to (input pixels/ms)"),
+        "kernel": Param("int", 7, min=3, max=31, help="spatial kernel size K (odd)"),
+        "delays": Param("int", 8, min=1, max=64, help="delay taps D"),
+        "dt_ms": Param("number", 1.0, min=0, min_exclusive=True, help="time step of the delay line"),
+        "stride": Param("int", 4, min=1, max=64, help="input pooling: one neuron per stride x stride pixels"),
+        "threshold": Param("number", 0.0, min=0, help="spike threshold (0: the kernels' suggested threshold)"),
+        "window_ms": Param("number", 20.0, min=0, min_exclusive=True, help="winner-take-all readout window"),
+        "min_spikes": Param("int", 1, min=1, help="fewer spikes in a window: label 'none'"),
+    }
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.events import HDSNN, motion_kernels
+
+        if self.p["kernel"] % 2 == 0:
+            raise StageError("kernel must be odd", "kernel")
+        dt = _us(self.p["dt_ms"])
+        kw = motion_kernels(n_directions=self.p["directions"], speeds_px_per_ms=tuple(self.p["speeds_px_per_ms"]),
+                            K=self.p["kernel"], D=self.p["delays"], dt_us=dt, stride=self.p["stride"])
+        weights, labels, suggested = kw
+        thr = self.p["threshold"] or suggested
+        self.net = HDSNN(self.width, self.height, weights, dt, thr, stride=self.p["stride"])
+        self.labels = tuple(labels)
+        self.window = _us(self.p["window_ms"])
+        self.next_t: int | None = None
+        self.acc = np.zeros(len(self.labels), dtype=np.int64)
+        self.had_events = False
+        self.last_t = 0
+        self.meta_out = StreamMeta(name=f"{meta.name}/{self.name}", type="motion", channels=self.labels,
+                                   nominal_rate=1e3 / self.p["window_ms"], classes=(*self.labels, "none"))
+        return self.meta_out
+
+    def _add(self, counts: npt.NDArray[np.int32]) -> None:
+        if len(counts):
+            self.acc += counts.sum(axis=0)
+
+    def process(self, chunk: EventChunk) -> SampleChunk | None:
+        ev = chunk.ev
+        if len(ev) == 0:
+            return None
+        t = ev["t"]
+        if self.next_t is None:
+            self.next_t = (int(t[0]) // self.window + 1) * self.window
+        pts, idx = _grid_cuts(t, self.next_t, self.window)
+        rows: list[F32] = []
+        stamps: list[int] = []
+        labels: list[int] = []
+        start = 0
+        for tp, i in zip(pts, idx, strict=True):
+            if i > start:
+                self._add(self.net.push(ev[start:i])[1])
+                self.had_events = True
+                self.last_t = int(t[i - 1])
+            start = i
+            self._add(self.net.flush_until(tp)[1])
+            if self.had_events:
+                rows.append(self.acc.astype(np.float32))
+                stamps.append(self.last_t)
+                total = int(self.acc.sum())
+                labels.append(int(np.argmax(self.acc)) if total >= self.p["min_spikes"] else len(self.labels))
+            self.acc[:] = 0
+            self.had_events = False
+        if start < len(ev):
+            self._add(self.net.push(ev[start:])[1])
+            self.had_events = True
+            self.last_t = int(t[-1])
+        if pts:
+            self.next_t = pts[-1] + self.window
+        if not rows:
+            return None
+        return self._rows(np.stack(rows), stamps, [chunk.t_recv] * len(rows), chunk,
+                          label=np.asarray(labels, dtype=np.int16))
+
+    def reset(self) -> None:
+        self.net.reset()
+        self.next_t = None
+        self.acc[:] = 0
+        self.had_events = False
+
+    def counters(self) -> dict[str, int | float]:
+        c = self.net.counters() if callable(getattr(self.net, "counters", None)) else {}
+        return {k: v for k, v in c.items() if isinstance(v, int | float)}
+
+
+# ---------------------------------------------------------------------------------- event classifier
+
+class EventClassifier(_EventStage):
+    kind = "event_classifier"
+    summary = "an event-driven classifier model (e.g. nmnist-evnet) fed event by event; decisions per burst or grid"
+    params = {
+        "model": Param("str", help="model id from the registry or an event-model file"),
+        "gap_ms": Param("number", 50.0, min=0,
+                        help="a pause of at least this long ends a burst: decide on it, then forget it (0: never)"),
+        "every_ms": Param("number", 0.0, min=0, help="also decide on this grid of sensor time (0: only at burst ends)"),
+        "min_events": Param("int", 1, min=1, help="bursts with fewer events give no decision"),
+    }
+
+    def _start(self, meta: StreamMeta) -> StreamMeta:
+        from ..kernels.evnet import load_evnet
+        from ..modelfile import ModelError
+
+        try:
+            self.net = load_evnet(self.p["model"])
+        except (ModelError, FileNotFoundError, KeyError, ValueError) as e:
+            raise StageError(str(e), "model") from e
+        w, h = self.net.sensor
+        if (w, h) != meta.sensor:
+            raise StageError(f"the model takes a {w}x{h} sensor; stream {meta.name!r} is "
+                             f"{meta.sensor[0]}x{meta.sensor[1]}", "model")
+        self.classes = tuple(self.net.classes)
+        self.gap = round(self.p["gap_ms"] * 1e3)
+        self.every = round(self.p["every_ms"] * 1e3)
+        self.prev_t: int | None = None
+        self.n_burst = 0  # events in the current burst
+        self.next_t: int | None = None
+        self.scores = np.zeros(len(self.classes), dtype=np.float32)
+        self.last_local = 0.0  # local time and receive time of the newest event pushed
+        self.last_recv = 0.0
+        self.meta_out = StreamMeta(name=f"{meta.name}/{self.name}", type="decision", channels=self.classes,
+                                   nominal_rate=0.0, classes=self.classes)
+        return self.meta_out
+
+    def _decide(self, out: list[tuple[F32, float, float, int]], t_recv: float) -> None:
+        """A decision on everything pushed since the last reset, stamped with its newest event's local time."""
+        if self.n_burst < self.p["min_events"]:
+            return
+        s = self.net.scores(self.scores)
+        z = np.exp(s - s.max())
+        out.append(((z / z.sum()).astype(np.float32), self.last_local, t_recv, int(np.argmax(s))))
+
+    def _push(self, chunk: EventChunk, start: int, stop: int) -> None:
+        if stop > start:
+            self.net.push(chunk.ev[start:stop])
+            self.n_burst += stop - start
+            self.prev_t = int(chunk.ev["t"][stop - 1])
+            self.last_local = float(chunk.local_time(self.prev_t))
+            self.last_recv = chunk.t_recv
+
+    def process(self, chunk: EventChunk) -> SampleChunk | None:
+        ev = chunk.ev
+        n = len(ev)
+        if n == 0:
+            return None
+        t = ev["t"]
+        # Cut points: a burst ends before an event that follows a pause >= gap; grid points every `every`.
+        # A decision is known only once this chunk shows the pause (or the grid time) has passed: its t_recv is
+        # this chunk's, its t the local time of its newest event (so its age includes the pause).
+        cuts: list[tuple[int, bool]] = []  # (index of the first event after the cut, is a burst end)
+        if self.gap > 0:
+            prev = np.empty(n, dtype=np.int64)
+            prev[0] = t[0] if self.prev_t is None else self.prev_t
+            prev[1:] = t[:-1]
+            cuts += [(int(i), True) for i in np.flatnonzero(t - prev >= self.gap)]
+        if self.every > 0:
+            if self.next_t is None:
+                self.next_t = (int(t[0]) // self.every + 1) * self.every
+            pts, idx = _grid_cuts(t, self.next_t, self.every)
+            cuts += [(i, False) for i in idx]
+            if pts:
+                self.next_t = pts[-1] + self.every
+        cuts.sort(key=lambda c: (c[0], not c[1]))
+        out: list[tuple[F32, float, float, int]] = []
+        start = 0
+        for i, burst_end in cuts:
+            self._push(chunk, start, i)
+            start = max(start, i)
+            self._decide(out, chunk.t_recv)
+            if burst_end:
+                self.net.reset()
+                self.n_burst = 0
+        self._push(chunk, start, n)
+        return self._decisions(out)
+
+    def _decisions(self, out: list[tuple[F32, float, float, int]]) -> SampleChunk | None:
+        if not out:
+            return None
+        return self._rows(np.stack([o[0] for o in out]), [0] * len(out), [o[2] for o in out], None,
+                          label=np.asarray([o[3] for o in out], dtype=np.int16), t_local=[o[1] for o in out])
+
+    def flush(self) -> SampleChunk | None:
+        """The input ended: decide on the burst in progress."""
+        out: list[tuple[F32, float, float, int]] = []
+        if self.n_burst:
+            self._decide(out, self.last_recv)
+            self.net.reset()
+            self.n_burst = 0
+        return self._decisions(out)
+
+    def reset(self) -> None:
+        self.net.reset()
+        self.n_burst = 0
+        self.prev_t = None
+        self.next_t = None
+
+    def counters(self) -> dict[str, int | float]:
+        c = self.net.counters()
+        return {k: v for k, v in c.items() if isinstance(v, int | float)}
