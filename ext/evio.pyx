@@ -113,7 +113,8 @@ cdef event_t* _out_ptr(object out, Py_ssize_t* cap) except NULL:
         raise TypeError(f"out must be a numpy array of EVENT_DTYPE, got {type(out).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>out
     if arr.dtype != EVENT_DTYPE or arr.ndim != 1 or not arr.flags.c_contiguous or not arr.flags.writeable:
-        raise ValueError(f"out must be a writable C-contiguous 1-D EVENT_DTYPE array, got {out.dtype} {out.shape}")
+        raise ValueError("out must be a writable C-contiguous 1-D EVENT_DTYPE array, "
+                         f"got {out.dtype} {out.shape}")
     cap[0] = arr.shape[0]
     return <event_t*>cnp.PyArray_DATA(arr)
 

@@ -168,9 +168,12 @@ class _RefDecoderBase:
     def reset(self) -> None:
         raise NotImplementedError
 
+    def decode(self, data: Any, out: Events) -> tuple[int, int]:
+        raise NotImplementedError
+
     def _fail(self, data: Any, out: Events, j: int, code: int, a: int, b: int = 0) -> None:
         # Decode the words before the bad one (state as the compiled loop leaves it), then raise.
-        self.decode(memoryview(np.frombuffer(data, np.uint8)[: j * self.word_bytes]), out)
+        self.decode(np.frombuffer(data, np.uint8)[: j * self.word_bytes], out)
         raise ValueError(f"byte offset {self.position}: "
                          + _error_message(self._fmt, code, a, b, self.width, self.height))
 
@@ -639,7 +642,7 @@ class _WordReader(EventReader):
     def __init__(self, path: Path, fmt: str, sensor: tuple[int, int], info: dict[str, str], start: int,
                  block_bytes: int = BLOCK_BYTES) -> None:
         self.path, self.format, self.sensor, self.info = path, fmt, sensor, info
-        self._fh: BinaryIO | None = open(path, "rb")
+        self._fh: BinaryIO | None = open(path, "rb")  # noqa: SIM115 (closed by close())
         self._fh.seek(start)
         self._dec = word_decoder(fmt, sensor, start)
         self._buf = b""
@@ -689,7 +692,7 @@ class _NmnistReader(EventReader):
 
     def __init__(self, path: Path, info: dict[str, str]) -> None:
         self.path, self.format, self.sensor, self.info = path, "nmnist", (34, 34), info
-        self._fh: BinaryIO | None = open(path, "rb")
+        self._fh: BinaryIO | None = open(path, "rb")  # noqa: SIM115 (closed by close())
         self._offset = 0
         self._overflows = 0
         self._last_t = -1
@@ -732,7 +735,7 @@ class _NmnistReader(EventReader):
 def _to_events(arr: npt.NDArray[Any], where: str, sensor: tuple[int, int] | None) -> Events:
     """EVENT_DTYPE copy of a structured array with t, x, y, p fields of integer or bool dtypes."""
     names = arr.dtype.names or ()
-    cols = {}
+    cols: dict[str, npt.NDArray[Any]] = {}
     for name in ("t", "x", "y", "p"):
         if name not in names:
             raise EventFormatError(f"{where}: structured array without a {name!r} field (fields: {names})")
@@ -901,7 +904,7 @@ class _FlatBuffer:
         entry = 4 + 2 * index
         if entry + 2 > vt_size:
             return None
-        off = struct.unpack_from("<H", self.buf, vt + entry)[0]
+        off = int(struct.unpack_from("<H", self.buf, vt + entry)[0])
         if off == 0:
             return None
         if table + off >= len(self.buf):
@@ -956,7 +959,7 @@ class _Aedat4Reader(EventReader):
     def __init__(self, path: Path, fmt_info: dict[str, str]) -> None:
         self.path, self.format, self.info = path, "aedat4", dict(fmt_info)
         self._size = os.path.getsize(path)
-        self._fh: BinaryIO | None = open(path, "rb")
+        self._fh: BinaryIO | None = open(path, "rb")  # noqa: SIM115 (closed by close())
         try:
             self._read_header()
         except BaseException:
