@@ -370,7 +370,7 @@ cdef class _Windows:
     cdef _reset_windows(self):
         self._has_t0 = self._t0_given
         self._t0 = self._t0_arg
-        self._has_k = self._t0_given
+        self._has_k = False  # the first window returned is the first event's
         self._k = 0
         self._t_prev = INT64_MIN
         self._seen = 0
@@ -380,8 +380,8 @@ cdef class _Windows:
         size = int(n) * int(self._frame_size) * 4  # Python ints: no overflow
         if size > MAX_OUTPUT_BYTES:
             raise ValueError(f"this call would complete {n} windows ({size} bytes of output, more than "
-                             f"MAX_OUTPUT_BYTES = {MAX_OUTPUT_BYTES}); push smaller chunks, or use "
-                             "t0_us=None to align the windows to the first event")
+                             f"MAX_OUTPUT_BYTES = {MAX_OUTPUT_BYTES}); push smaller chunks or flush_until() "
+                             "in steps")
 
     cdef int64_t _prepare(self, cnp.ndarray ev) except -1:
         """Validate; set t0 and the current window; the number of windows this push completes."""

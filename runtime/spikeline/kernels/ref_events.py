@@ -56,8 +56,8 @@ I64 = npt.NDArray[np.int64]
 # "No event yet": the time before which nothing is refused.
 T_NONE: Final = np.iinfo(np.int64).min
 # A push or flush of the binning kernels that would return more than this many bytes of frames is
-# refused (ValueError, state unchanged) instead of exhausting memory: the usual cause is t0_us=0 on
-# a sensor clock that does not start near 0 (pass t0_us=None to align the windows to the first event).
+# refused (ValueError, state unchanged) instead of exhausting memory (a long silence between two
+# events with a short window: every empty window is returned as a zero frame).
 MAX_OUTPUT_BYTES: Final = 1 << 30
 
 # First problem found in an event, in the order they are checked.
@@ -417,11 +417,15 @@ def _floordiv(a: int, b: int) -> int:
 class _WindowsRef:
     """Window bookkeeping shared by EventFramesRef and VoxelGridRef.
 
-    Window k is [t0 + k·window_us, t0 + (k+1)·window_us). t0_us=None aligns t0 to the first event
-    (tonic's default start time); an explicit t0 starts the windows there (tonic's start_time),
-    and an event before t0 is a ValueError. A window completes when an event at or after its end
-    arrives, or by flush_until(t) with t >= its end; completed windows are returned in order,
-    EMPTY WINDOWS INCLUDED (as zero frames), each with its end time t_end.
+    Window k is [t0 + k·window_us, t0 + (k+1)·window_us): t0 sets the ALIGNMENT of the windows
+    (t0_us=None: t0 = the first event's time, tonic's default). The first window returned is the
+    one that contains the first event: windows before it are not returned, so a sensor clock that
+    does not start near t0 costs nothing (tonic's ToFrame(start_time=t0) would also return the
+    empty windows between t0 and the first event). An event before t0 is a ValueError. A window
+    completes when an event at or after its end arrives, or by flush_until(t) with t >= its end;
+    completed windows are returned in order, EMPTY WINDOWS INCLUDED (zero frames), each with its
+    end time t_end. A call that would return more than MAX_OUTPUT_BYTES is refused (ValueError,
+    state unchanged): a silence of many windows between two events is the usual cause.
     """
 
     _w: int
@@ -432,7 +436,7 @@ class _WindowsRef:
 
     def _reset_windows(self) -> None:
         self._t0: int | None = self._t0_arg
-        self._k: int | None = None if self._t0 is None else 0
+        self._k: int | None = None
         self._t_prev = int(T_NONE)
         self._seen = 0
         self._windows = 0
@@ -441,8 +445,8 @@ class _WindowsRef:
         size = n * int(np.prod(self._frame_shape)) * 4
         if size > MAX_OUTPUT_BYTES:
             raise ValueError(f"this call would complete {n} windows ({size} bytes of output, more than "
-                             f"MAX_OUTPUT_BYTES = {MAX_OUTPUT_BYTES}); push smaller chunks, or use t0_us=None to "
-                             "align the windows to the first event")
+                             f"MAX_OUTPUT_BYTES = {MAX_OUTPUT_BYTES}); push smaller chunks or flush_until() "
+                             "in steps")
 
     def _prepare(self, events: Events) -> tuple[Events, I64, int]:
         """Validated events, their window indices, and the number of windows this push completes."""
