@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..chunk import SampleChunk, StreamMeta
+from ..chunk import Chunk, StreamMeta
 from ..metrics import PipelineMetrics
 from ..params import Component
 from ..queue import SampleQueue
@@ -41,7 +41,7 @@ class Source(Component):
         """Find and connect to the stream; raise SourceError with a clear message when it cannot."""
         raise NotImplementedError
 
-    async def run(self, put: Callable[[SampleChunk], None]) -> None:
+    async def run(self, put: Callable[[Chunk], None]) -> None:
         """Produce chunks with `put` (on the event loop thread) until `stop()` or end of stream."""
         raise NotImplementedError
 

@@ -262,6 +262,8 @@ class EventUdpSource(Source):
         self.address: tuple[str, int] = (p["host"], p["port"])
         self.packets = 0
         self.socket_drops = 0  # datagrams the OS dropped (receive buffer full), from SO_RXQ_OVFL
+        self.rejected = 0  # events the decoder refused (outside the sensor, missing timestamp word)
+        self.rejected_packets = 0  # datagrams refused whole (length not a multiple of 4)
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -319,9 +321,6 @@ class EventUdpSource(Source):
         finally:
             self._sock.close()
 
-    rejected = 0
-    rejected_packets = 0
-
     def _reader(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[Events, float, float], None],
                 overflow: Callable[[int], None]) -> None:
         from ..events.udp import AEStreamDecoder
@@ -339,14 +338,15 @@ class EventUdpSource(Source):
         while not self._stop.is_set():
             try:
                 data, anc, _flags, _addr = sock.recvmsg(65536, cmsg_space)
+                got = True
             except TimeoutError:
-                data = b""
+                got = False
             except OSError:
                 if self._stop.is_set():
                     return
                 raise
             now = clock()
-            if data:
+            if got:
                 self.packets += 1
                 for level, kind, payload in anc:
                     if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
@@ -360,7 +360,7 @@ class EventUdpSource(Source):
                     if not batch:
                         batch_start = now
                     batch.append(ev)
-            if batch and (now - batch_start >= period or not data):
+            if batch and (now - batch_start >= period or not got):
                 ev = batch[0] if len(batch) == 1 else np.concatenate(batch)
                 batch = []
                 assert offset is not None

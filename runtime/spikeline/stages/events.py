@@ -28,6 +28,7 @@ def _us(ms: float) -> int:
 
 class _EventStage(Stage):
     takes_events = True
+    meta_out: StreamMeta
 
     def start(self, meta: StreamMeta) -> StreamMeta:
         self.meta_in = meta
@@ -148,7 +149,7 @@ class TimeSurfaceStage(_EventStage):
         self._last_t = int(t[-1])
         if pts:
             self.next_t = pts[-1] + self.step
-        return self._rows(np.stack(frames) if frames else np.zeros((0,)), stamps, [chunk.t_recv] * len(stamps),
+        return self._rows(np.stack(frames) if frames else np.zeros((0,), np.float32), stamps, [chunk.t_recv] * len(stamps),
                           chunk)
 
     _last_t = 0
@@ -290,8 +291,7 @@ class HdsnnMotion(_EventStage):
         self.had_events = False
 
     def counters(self) -> dict[str, int | float]:
-        c = self.net.counters() if callable(getattr(self.net, "counters", None)) else {}
-        return {k: v for k, v in c.items() if isinstance(v, int | float)}
+        return {k: v for k, v in self.net.counters.items() if isinstance(v, int | float)}
 
 
 # ---------------------------------------------------------------------------------- event classifier
