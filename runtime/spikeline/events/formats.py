@@ -34,6 +34,7 @@ import csv as _csv
 import os
 import re
 import struct
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -649,37 +650,50 @@ class _WordReader(EventReader):
         self._pos = 0
         self._eof = False
         self._block = block_bytes
+        self._ready: list[Events] = []
+        self._ready_n = 0
 
-    def read(self, max_events: int = 1 << 20) -> Events:
-        cap = _check_max(max_events)
-        out = np.empty(cap, dtype=EVENT_DTYPE)
-        n = 0
+    def _step(self, room: int) -> bool:
+        """Decode what the buffer holds into at most `room` (>= 12) events, or read the next block;
+        False at the end of the file."""
         wb = self._dec.word_bytes
-        while n < cap:
-            if len(self._buf) - self._pos >= wb:
-                try:
-                    k, c = self._dec.decode(memoryview(self._buf)[self._pos :], out[n:])
-                except ValueError as exc:
-                    raise EventFormatError(f"{self.path}: {exc}") from None
-                n += k
-                self._pos += c
-                if c and n < cap:
-                    continue
-                if n >= cap:
-                    break
+        if len(self._buf) - self._pos < wb:
             if self._eof or self._fh is None:
                 rest = len(self._buf) - self._pos
                 if rest:
                     raise EventFormatError(
                         f"{self.path}: byte offset {self._dec.position}: truncated trailing {self.format} word "
                         f"({rest} of {wb} bytes)")
-                break
+                return False
             block = self._fh.read(self._block)
             if not block:
                 self._eof = True
             self._buf = self._buf[self._pos :] + block
             self._pos = 0
-        return out[:n].copy() if n < cap // 2 else out[:n]
+            return True
+        out = np.empty(room, dtype=EVENT_DTYPE)
+        try:
+            k, c = self._dec.decode(memoryview(self._buf)[self._pos :], out)
+        except ValueError as exc:
+            raise EventFormatError(f"{self.path}: {exc}") from None
+        self._pos += c
+        if k:
+            self._ready.append(out[:k] if 2 * k >= room else out[:k].copy())
+            self._ready_n += k
+        return True
+
+    def read(self, max_events: int = 1 << 20) -> Events:
+        cap = _check_max(max_events)
+        # decode into pieces of >= 4096 events (an EVT3 vector word is up to 12 events), hand out `cap`
+        while self._ready_n < cap and self._step(max(cap - self._ready_n, 4096)):
+            pass
+        if not self._ready:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        allev = np.concatenate(self._ready) if len(self._ready) > 1 else self._ready[0]
+        out, rest = allev[:cap], allev[cap:]
+        self._ready = [rest] if len(rest) else []
+        self._ready_n = len(rest)
+        return out
 
     def close(self) -> None:
         if self._fh is not None:
@@ -812,7 +826,8 @@ def _open_npy(path: Path, fmt: str) -> _ArrayReader:
         if fmt == "npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
-            with np.load(path, allow_pickle=False) as z:
+            # our own file handle: numpy leaks its own when the zip is corrupt
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 keys = list(z.keys())
                 key = "events" if "events" in keys else next((k for k in keys if z[k].dtype.names), None)
                 if key is None:
@@ -827,7 +842,7 @@ def _open_npy(path: Path, fmt: str) -> _ArrayReader:
                     info["sensor"] = "header"
     except EventFormatError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise EventFormatError(f"{path}: not a readable {fmt} file: {exc}") from None
     if arr.ndim != 1 or arr.dtype.names is None:
         raise EventFormatError(f"{path}: expected a 1-D structured array with t, x, y, p; got {arr.dtype} {arr.shape}")
@@ -842,7 +857,16 @@ def _open_npy(path: Path, fmt: str) -> _ArrayReader:
 def _open_csv(path: Path) -> _ArrayReader:
     dt = np.dtype([("t", "<i8"), ("x", "<i8"), ("y", "<i8"), ("p", "<i8")])
     rows: list[tuple[int, int, int, int]] = []
-    with open(path, newline="") as fh:
+    try:
+        return _read_csv_rows(path, dt, rows)
+    except UnicodeDecodeError as exc:
+        raise EventFormatError(f"{path}: byte offset {exc.start}: not UTF-8 text") from None
+    except _csv.Error as exc:
+        raise EventFormatError(f"{path}: not a CSV file: {exc}") from None
+
+
+def _read_csv_rows(path: Path, dt: np.dtype[Any], rows: list[tuple[int, int, int, int]]) -> _ArrayReader:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = _csv.reader(fh)
         header = next(reader, None)
         names = [h.strip().lower() for h in header] if header else []
