@@ -539,7 +539,9 @@ def _header_format(info: dict[str, str]) -> str | None:
 def _sniff(path: Path) -> tuple[str | None, dict[str, str], int]:
     """(format the file's own bytes say, header fields, data start) without trusting the name."""
     with open(path, "rb") as fh:
-        head = fh.read(MAX_HEADER_BYTES)
+        head = fh.read(1 << 16)
+        if head.startswith(b"%") and len(head) == 1 << 16:
+            head += fh.read(MAX_HEADER_BYTES - len(head))
     if head.startswith(_AEDAT4_MAGIC[:12]):
         return "aedat4", {}, 0
     if head.startswith(b"\x93NUMPY"):
@@ -681,6 +683,37 @@ class _WordReader(EventReader):
             self._ready.append(out[:k] if 2 * k >= room else out[:k].copy())
             self._ready_n += k
         return True
+
+    def read_all(self) -> Events:
+        """Every remaining event in one array: the rest of the file in memory, one decode call into an
+        output sized by the word count (EVT2, DAT: an exact bound; EVT3: grown when vectors need more)."""
+        if self._fh is None:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        data = self._buf[self._pos :] + self._fh.read()
+        self._buf, self._pos, self._eof = b"", 0, True
+        wb = self._dec.word_bytes
+        out = np.empty(max(len(data) // wb, 16), dtype=EVENT_DTYPE)
+        n = pos = 0
+        mv = memoryview(data)
+        while len(data) - pos >= wb:
+            try:
+                k, c = self._dec.decode(mv[pos:], out[n:])
+            except ValueError as exc:
+                raise EventFormatError(f"{self.path}: {exc}") from None
+            n += k
+            pos += c
+            if len(data) - pos >= wb:  # stopped for room only
+                grown = np.empty(2 * out.shape[0], dtype=EVENT_DTYPE)
+                grown[:n] = out[:n]
+                out = grown
+        if len(data) - pos:
+            raise EventFormatError(f"{self.path}: byte offset {self._dec.position}: truncated trailing "
+                                   f"{self.format} word ({len(data) - pos} of {wb} bytes)")
+        events = out[:n] if 2 * n >= out.shape[0] else out[:n].copy()
+        if self._ready:
+            events = np.concatenate([*self._ready, events])
+            self._ready, self._ready_n = [], 0
+        return events
 
     def read(self, max_events: int = 1 << 20) -> Events:
         cap = _check_max(max_events)
@@ -943,14 +976,6 @@ class _FlatBuffer:
             raise self._err(f"scalar field {index} at {pos}")
         return int(struct.unpack_from("<" + fmt, self.buf, pos)[0])
 
-    def real(self, table: int, index: int) -> float:
-        pos = self.field(table, index)
-        if pos is None:
-            return 0.0
-        if pos + 4 > len(self.buf):
-            raise self._err(f"float field {index} at {pos}")
-        return float(struct.unpack_from("<f", self.buf, pos)[0])
-
     def vector(self, table: int, index: int, item: int) -> tuple[int, int]:
         """(start, length) of a vector field with `item`-byte elements; (0, 0) when absent."""
         pos = self.field(table, index)
@@ -990,7 +1015,9 @@ class _Aedat4Reader(EventReader):
             self.close()
             raise
         self._pending: list[Events] = []
+        self._pending_n = 0
         self._imu: list[npt.NDArray[np.void]] = []
+        self._imu_raw: list[tuple[bytes, int, int, int]] = []
         self._last_t: int | None = None
 
     def _read_header(self) -> None:
@@ -1052,8 +1079,9 @@ class _Aedat4Reader(EventReader):
             if self._compression == "lz4":
                 import lz4.frame
 
+                # LZ4 expands at most ~255x: that bound (capped) is also a cheap output allocation
                 d = lz4.frame.LZ4FrameDecompressor()
-                out = d.decompress(data, max_length=MAX_PACKET_BYTES)
+                out = d.decompress(data, max_length=min(MAX_PACKET_BYTES, 256 * len(data) + 1024))
                 if not d.eof:
                     raise EventFormatError(
                         f"{self.path}: byte offset {at}: LZ4 packet incomplete or larger than "
@@ -1119,36 +1147,68 @@ class _Aedat4Reader(EventReader):
             ev = np.empty(n, dtype=EVENT_DTYPE)
             ev["t"], ev["x"], ev["y"], ev["p"] = t, x, y, arr["on"] != 0
             self._pending.append(ev)
+            self._pending_n += n
         else:
-            # IMUPacket.elements is a vector of IMU tables (fields in IMU_DTYPE order, absent = 0);
-            # one Python step per sample is fine at IMU rates (~1 kHz)
+            # IMUPacket.elements: a vector of IMU tables; parsed later, all packets at once (imu())
             start, n = fb.vector(root, 0, 4)
-            imu = np.zeros(n, dtype=IMU_DTYPE)
-            names = IMU_DTYPE.names or ()
-            for k in range(n):
-                pos = start + 4 * k
-                table = pos + fb.u32(pos)
-                imu[k]["t"] = fb.scalar(table, 0, "q", 0)
-                for f, name in enumerate(names[1:], start=1):
-                    imu[k][name] = fb.real(table, f)
-            self._imu.append(imu)
+            if n:
+                self._imu_raw.append((bytes(body), start, n, at))
         return True
 
     def read(self, max_events: int = 1 << 20) -> Events:
         cap = _check_max(max_events)
-        have = sum(len(p) for p in self._pending)
-        while have < cap and self._next_packet():
-            have = sum(len(p) for p in self._pending)
+        while self._pending_n < cap and self._next_packet():
+            pass
         if not self._pending:
             return np.empty(0, dtype=EVENT_DTYPE)
         allev = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
         out, rest = allev[:cap], allev[cap:]
         self._pending = [rest] if len(rest) else []
+        self._pending_n = len(rest)
         return out
+
+    def _parse_imu(self) -> None:
+        """IMU tables (fields in IMU_DTYPE order, absent = 0) of the packets read so far, with one
+        bounds-checked gather per field over all of them."""
+        raw, self._imu_raw = self._imu_raw, []
+        if not raw:
+            return
+        lens = np.array([len(r[0]) for r in raw], dtype=np.int64)
+        bases = np.cumsum(lens) - lens
+        counts = np.array([r[2] for r in raw], dtype=np.int64)
+        buf = np.frombuffer(b"".join(r[0] for r in raw), dtype=np.uint8)
+        lo, hi = np.repeat(bases, counts), np.repeat(bases + lens, counts)
+        where = np.repeat(np.array([r[3] for r in raw], dtype=np.int64), counts)
+        first = np.repeat(bases + np.array([r[1] for r in raw], dtype=np.int64), counts)
+        elem = first + 4 * (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+
+        def gather(pos: npt.NDArray[np.int64], dtype: str, what: str) -> npt.NDArray[Any]:
+            size = np.dtype(dtype).itemsize
+            bad = (pos < lo) | (pos + size > hi)
+            if bool(bad.any()):
+                j = int(np.argmax(bad))
+                raise EventFormatError(f"{self.path}: IMU packet at byte offset {int(where[j])}: flatbuffer offset "
+                                       f"out of range ({what})")
+            vals = np.ascontiguousarray(buf[pos[:, None] + np.arange(size)]).view(dtype).ravel()
+            return vals.astype(np.int64) if dtype[1] in "iu" else vals
+
+        table = elem + gather(elem, "<u4", "table offset")
+        vt = table - gather(table, "<i4", "vtable offset")
+        vt_size = gather(vt, "<u2", "vtable")
+        imu = np.zeros(elem.shape[0], dtype=IMU_DTYPE)
+        for f, name in enumerate(IMU_DTYPE.names or ()):
+            entry = 4 + 2 * f
+            has = entry + 2 <= vt_size
+            off = np.where(has, gather(np.where(has, vt + entry, lo), "<u2", "vtable entry"), 0)
+            present = off != 0
+            vals = gather(np.where(present, table + off, lo), "<i8" if f == 0 else "<f4", f"field {name}")
+            imu[name] = np.where(present, vals, 0)
+        self._imu.append(imu)
 
     def imu(self) -> npt.NDArray[np.void] | None:
         if self._imu_id is None:
             return None
+        self._parse_imu()
         return np.concatenate(self._imu) if self._imu else np.empty(0, dtype=IMU_DTYPE)
 
     def close(self) -> None:
@@ -1217,8 +1277,11 @@ def open_reader(path: str | os.PathLike[str], format: str | None = None) -> Even
 def read(path: str | os.PathLike[str], format: str | None = None) -> EventFile:
     """The whole file: events in file order, sensor (width, height), format, header info (and IMU)."""
     with open_reader(path, format) as r:
-        parts = list(r)
-        events = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.empty(0, EVENT_DTYPE))
+        if isinstance(r, _WordReader):
+            events = r.read_all()
+        else:
+            parts = list(r)
+            events = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.empty(0, EVENT_DTYPE))
         return EventFile(events, r.sensor, r.format, Path(path), r.info, r.imu())
 
 
