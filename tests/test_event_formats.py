@@ -9,6 +9,7 @@ the compiled-vs-reference tests compare both directly whatever the backend.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from spikeline.events import formats as F
 from spikeline.events.formats import EventFormatError
 
 PROPHESEE = "prophesee_samples_expelliarmus"
+# SPIKELINE_FUZZ_EXAMPLES scales the fuzz tests up for a longer campaign
+FUZZ_EXAMPLES = int(os.environ.get("SPIKELINE_FUZZ_EXAMPLES", "150"))
 TONIC = "dvs_samples_tonic"
 
 evio: Any
@@ -273,7 +276,7 @@ def test_open_reader_streams_the_same_events(data_dir: Path, tmp_path: Path, fmt
 @pytest.mark.kernel
 @needs_ext
 @pytest.mark.parametrize("fmt", ["evt2", "evt3", "dat"])
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=2 * FUZZ_EXAMPLES)
 @given(data=st.binary(min_size=0, max_size=600), cap=st.integers(1, 64), w=st.integers(1, 2048),
        h=st.integers(1, 2048), cut=st.integers(0, 600))
 def test_compiled_equals_reference_on_random_bytes(fmt: str, data: bytes, cap: int, w: int, h: int, cut: int) -> None:
@@ -298,7 +301,7 @@ def _mutations_of_real_data(fmt: str) -> Any:
 @pytest.mark.kernel
 @needs_ext
 @pytest.mark.parametrize("fmt", ["evt2", "evt3", "dat"])
-@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(m=_mutations_of_real_data("x"))
 def test_compiled_equals_reference_on_bit_flips(data_dir: Path, fmt: str, m: Any) -> None:
     name, sensor = SAMPLES[fmt]
@@ -532,7 +535,8 @@ def _read_or_format_error(p: Path, fmt: str | None = None) -> None:
         assert set(np.unique(ev["p"]).tolist()) <= {0, 1}
 
 
-FUZZ = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(deadline=None, max_examples=FUZZ_EXAMPLES,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.mark.kernel
@@ -580,14 +584,23 @@ def test_fuzz_mutated_real_files(data_dir: Path, tmp_path: Path, name: str, cut:
 
 @st.composite
 def event_arrays(draw: Any, sensor: tuple[int, int] = (1280, 720), max_dt: int = 20_000) -> Any:
+    """Random events, or (clustered) bursts sharing t, y, p with nearby increasing x, as a sensor's
+    row readout produces them (EVT3 writes those as vector words)."""
     n = draw(st.integers(0, 300))
     t0 = draw(st.integers(0, 1 << 30))
-    dt = draw(st.lists(st.integers(0, max_dt), min_size=n, max_size=n))
+    dt = np.array(draw(st.lists(st.integers(0, max_dt), min_size=n, max_size=n)), dtype=np.int64)
+    xs = np.array(draw(st.lists(st.integers(0, sensor[0] - 1), min_size=n, max_size=n)), dtype=np.int64)
+    ys = np.array(draw(st.lists(st.integers(0, sensor[1] - 1), min_size=n, max_size=n)), dtype=np.int64)
+    ps = np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), dtype=np.int64)
     ev = np.empty(n, dtype=EVENT_DTYPE)
-    ev["t"] = t0 + np.cumsum(np.array(dt, dtype=np.int64))
-    ev["x"] = draw(st.lists(st.integers(0, sensor[0] - 1), min_size=n, max_size=n))
-    ev["y"] = draw(st.lists(st.integers(0, sensor[1] - 1), min_size=n, max_size=n))
-    ev["p"] = draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+    if draw(st.booleans()):  # clustered
+        burst = np.arange(n) // draw(st.integers(1, 16))
+        first = np.searchsorted(burst, burst)
+        dt = np.where(first == np.arange(n), dt, 0)
+        ys, ps = ys[first], ps[first]
+        xs = np.minimum(xs[first] + np.cumsum(np.minimum(dt == 0, 1) * (1 + xs % 3)) % 30, sensor[0] - 1)
+    ev["t"] = t0 + np.cumsum(dt)
+    ev["x"], ev["y"], ev["p"] = xs, ys, ps
     return ev
 
 
@@ -605,6 +618,24 @@ def test_writers_round_trip(tmp_path: Path, fmt: str, ev: Any, big_gap: bool) ->
     assert _key(f.events) == _key(ev)
     if fmt != "npy":
         assert f.sensor == (1280, 720)
+
+
+@pytest.mark.data
+def test_written_files_read_by_expelliarmus(data_dir: Path, tmp_path: Path) -> None:
+    """Our EVT2/DAT writers against an outside reader (exact), and our EVT3 writer (x, y, p; its times
+    differ only by expelliarmus's time-low overflow rule, see test_evt3_equals_expelliarmus)."""
+    import expelliarmus
+
+    ev = F.read(data_dir / PROPHESEE / "evt3_sample.raw").events
+    for fmt in ("evt2", "dat", "evt3"):
+        p = tmp_path / f"w.{'dat' if fmt == 'dat' else 'raw'}"
+        F.write(p, ev, (1280, 720), fmt)
+        ref = expelliarmus.Wizard(encoding=fmt).read(str(p))
+        _same_events(ev, ref, ("t", "x", "y", "p") if fmt != "evt3" else ("x", "y", "p"))
+        assert _key(F.read(p).events) == _key(ev)
+    raw = (tmp_path / "w.raw").read_bytes()
+    words = np.frombuffer(raw[raw.index(b"% end\n") + 6 :], dtype="<u2")
+    assert ((words >> 12) == 4).sum() > 5_000  # the writer used vector words (6037 here)
 
 
 def test_writer_rejects_what_the_format_cannot_hold(tmp_path: Path) -> None:

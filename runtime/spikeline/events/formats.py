@@ -1333,40 +1333,52 @@ def write_evt2(path: str | os.PathLike[str], events: Events, sensor: tuple[int, 
 
 
 def write_evt3(path: str | os.PathLike[str], events: Events, sensor: tuple[int, int]) -> None:
-    """Prophesee EVT 3.0 RAW: TIME_HIGH / TIME_LOW / EVT_ADDR_Y when they change, then an EVT_ADDR_X per
-    event (valid EVT3; no vector words). Time high steps of >= 2048 (8.4 s) get intermediate TIME_HIGH
-    words so that readers unwrap the 24-bit time correctly. Times must be non-decreasing."""
+    """Prophesee EVT 3.0 RAW. Consecutive events with the same time, y and polarity whose x increase within
+    one 12-pixel block become VECT_BASE_X + VECT_12 words; a lone event is an EVT_ADDR_X. EVT_TIME_HIGH,
+    EVT_TIME_LOW and EVT_ADDR_Y are written when they change. Time-high steps of >= 2048 (8.4 s) get
+    intermediate TIME_HIGH words so that readers unwrap the 24-bit time correctly. Times must be
+    non-decreasing."""
     ev = _events_in(events, sensor, 2048)
     t = ev["t"].astype(np.int64)
     if len(ev) and bool((np.diff(t) < 0).any()):
         raise ValueError("EVT 3.0 writer needs non-decreasing times")
+    x, y, p = ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["p"].astype(np.int64)
     n = len(ev)
-    thf = t >> 12  # full time high (with loops)
+    # groups: a new one where t, y, p or the 12-pixel block change, or x does not increase
+    new = np.ones(n, dtype=bool)
+    new[1:] = ((t[1:] != t[:-1]) | (y[1:] != y[:-1]) | (p[1:] != p[:-1]) | (x[1:] // 12 != x[:-1] // 12)
+               | (x[1:] <= x[:-1]))
+    g0 = np.flatnonzero(new)
+    size = np.diff(np.append(g0, n))
+    gt, gy, gp, gx = t[g0], y[g0], p[g0], x[g0]
+    base = 12 * (gx // 12)
+    mask = np.bitwise_or.reduceat(np.left_shift(1, x - np.repeat(base, size)), g0) if n else np.zeros(0, np.int64)
+    ng = g0.shape[0]
+    thf = gt >> 12  # full time high (with loops)
     prev_thf = np.concatenate(([0], thf[:-1]))
     dth = thf - prev_thf
     n_th = np.where(dth > 0, (dth + 2046) // 2047, 0)
-    if n:
+    if ng:
         n_th[0] = max(int(n_th[0]), 1)
-    tl = t & 0xFFF
-    prev_t = np.concatenate(([-1], t[:-1]))
-    new_tl = (t != prev_t) | (n_th > 0)
-    prev_y = np.concatenate(([-1], ev["y"][:-1].astype(np.int64)))
-    new_y = ev["y"].astype(np.int64) != prev_y
-    per = n_th + new_tl + new_y + 1
+    new_tl = (np.concatenate(([-1], gt[:-1])) != gt) | (n_th > 0)
+    new_y = np.concatenate(([-1], gy[:-1])) != gy
+    vec = size > 1
+    per = n_th + new_tl + new_y + 1 + vec
     ends = np.cumsum(per)
     starts = ends - per
-    words = np.empty(int(ends[-1]) if n else 0, dtype="<u2")
-    # TIME_HIGH words: for event i, k = 1..n_th[i]: value prev_thf + min(k * 2047, dth)
-    th_ev = np.repeat(np.arange(n), n_th)
-    k = np.arange(th_ev.shape[0]) - np.repeat(np.cumsum(n_th) - n_th, n_th) + 1
-    th_vals = prev_thf[th_ev] + np.minimum(k * 2047, dth[th_ev])
-    words[starts[th_ev] + k - 1] = (8 << 12) | (th_vals & 0xFFF)
+    words = np.empty(int(ends[-1]) if ng else 0, dtype="<u2")
+    # TIME_HIGH words of group i, k = 1..n_th[i]: value prev_thf + min(k * 2047, dth)
+    th_g = np.repeat(np.arange(ng), n_th)
+    k = np.arange(th_g.shape[0]) - np.repeat(np.cumsum(n_th) - n_th, n_th) + 1
+    words[starts[th_g] + k - 1] = (8 << 12) | ((prev_thf[th_g] + np.minimum(k * 2047, dth[th_g])) & 0xFFF)
     pos = starts + n_th
-    words[pos[new_tl]] = (6 << 12) | tl[new_tl]
+    words[pos[new_tl]] = (6 << 12) | (gt[new_tl] & 0xFFF)
     pos = pos + new_tl
-    words[pos[new_y]] = ev["y"][new_y].astype(np.int64)
+    words[pos[new_y]] = gy[new_y]
     pos = pos + new_y
-    words[pos] = (2 << 12) | (ev["p"].astype(np.int64) << 11) | ev["x"].astype(np.int64)
+    words[pos[~vec]] = (2 << 12) | (gp[~vec] << 11) | gx[~vec]
+    words[pos[vec]] = (3 << 12) | (gp[vec] << 11) | base[vec]
+    words[pos[vec] + 1] = (4 << 12) | mask[vec]
     header = (f"% evt 3.0\n% format EVT3;height={sensor[1]};width={sensor[0]}\n"
               f"% geometry {sensor[0]}x{sensor[1]}\n% integrator_name spikeline\n% end\n").encode()
     _write_bytes(path, header, words)
