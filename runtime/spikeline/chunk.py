@@ -44,7 +44,9 @@ class StreamMeta:
         return self.sensor != (0, 0)
 
     def derive(self, **changes: object) -> StreamMeta:
-        """A copy with some fields changed (a stage describing its output)."""
+        """A copy with some fields changed (a stage describing its output). New channel names end a frame shape."""
+        if "channels" in changes and "frame" not in changes:
+            changes["frame"] = ()
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

@@ -165,44 +165,76 @@ class EventFramesStage(_EventStage):
     params = {
         "window_ms": Param("number", 10.0, min=0, min_exclusive=True, help="window length (sensor time)"),
         "n_bins": Param("int", 0, min=0, help="0: counts per polarity (2, H, W); N: voxel grid (N, H, W)"),
-        "skip_empty": Param("bool", True, help="no row for a window without events"),
     }
+    # A pause longer than this many windows is not stepped through window by window: the pending window is
+    # completed and the kernel restarts at the next event (windows stay on the same grid of sensor time).
+    MAX_SKIP = 4
 
     def _start(self, meta: StreamMeta) -> StreamMeta:
         from ..kernels.events import EventFrames, VoxelGrid
 
-        w = _us(self.p["window_ms"])
+        self.w = w = _us(self.p["window_ms"])
         nb = self.p["n_bins"]
         self.k: Any = VoxelGrid(self.width, self.height, w, nb) if nb else EventFrames(self.width, self.height, w)
         shape = (nb, self.height, self.width) if nb else (2, self.height, self.width)
         self.meta_out = meta.derive(type="voxel_grid" if nb else "event_frames", frame=shape,
                                     nominal_rate=1e3 / self.p["window_ms"], sensor=(0, 0))
-        self._last_chunk: EventChunk | None = None
+        self._last: tuple[int, float, float, float] | None = None  # newest event: t, t_base, t_scale, t_recv
         return self.meta_out
 
-    def _emit(self, frames: F32, t_end: npt.NDArray[np.int64], chunk: EventChunk) -> SampleChunk | None:
-        if len(t_end) == 0:
-            return None
-        if self.p["skip_empty"]:
-            keep = np.flatnonzero(np.abs(frames.reshape(len(t_end), -1)).sum(axis=1) > 0)
-            frames, t_end = frames[keep], t_end[keep]
-        stamps = [int(x) - 1 for x in t_end]  # a window's newest possible event
-        return self._rows(frames, stamps, [chunk.t_recv] * len(stamps), chunk)
-
     def process(self, chunk: EventChunk) -> SampleChunk | None:
-        self._last_chunk = chunk
-        frames, t_end = self.k.push(chunk.ev)
-        return self._emit(frames, t_end, chunk)
+        """Rows for the windows this chunk completes; windows without events give no row."""
+        ev = chunk.ev
+        if len(ev) == 0:
+            return None
+        t = ev["t"]
+        prev = np.empty(len(t), dtype=np.int64)
+        prev[0] = t[0] if self._last is None else self._last[0]
+        prev[1:] = t[:-1]
+        pauses = np.flatnonzero(t // self.w - prev // self.w > self.MAX_SKIP).tolist()
+        frames: list[F32] = []
+        ends: list[int] = []
+        start = 0
+        for i in [*pauses, len(ev)]:
+            if i > start:
+                f, e = self.k.push(ev[start:i])
+                frames.append(f)
+                ends += e.tolist()
+                self._last = (int(t[i - 1]), chunk.t_base, chunk.t_scale, chunk.t_recv)
+            if i < len(ev):  # a long pause before event i: finish the pending window, restart
+                f, e = self._finish()
+                frames.append(f)
+                ends += e.tolist()
+            start = i
+        return self._emit(frames, ends, chunk.t_recv)
+
+    def _finish(self) -> tuple[F32, npt.NDArray[np.int64]]:
+        assert self._last is not None
+        f, e = self.k.flush_until((self._last[0] // self.w + 1) * self.w)
+        self.k.reset()
+        return f, e
+
+    def _emit(self, frames: list[F32], ends: list[int], t_recv: float) -> SampleChunk | None:
+        if not ends or self._last is None:
+            return None
+        f = np.concatenate(frames).reshape(len(ends), -1)
+        keep = np.flatnonzero(np.any(f != 0, axis=1))
+        if len(keep) == 0:
+            return None
+        _, t_base, t_scale, _ = self._last
+        stamps = [ends[i] - 1 for i in keep.tolist()]  # a window's newest possible event
+        t_local = [t_base + x * t_scale for x in stamps]
+        return self._rows(f[keep], stamps, [t_recv] * len(stamps), None, t_local=t_local)
 
     def flush(self) -> SampleChunk | None:
-        c = self._last_chunk
-        if c is None or len(c.ev) == 0:
+        if self._last is None:
             return None
-        frames, t_end = self.k.flush_until(int(c.ev["t"][-1]) + _us(self.p["window_ms"]))
-        return self._emit(frames, t_end, c)
+        f, e = self._finish()
+        return self._emit([f], e.tolist(), self._last[3])
 
     def reset(self) -> None:
         self.k.reset()
+        self._last = None
 
 
 # ------------------------------------------------------------------------------------- HD-SNN motion
