@@ -517,6 +517,9 @@ def test_nmnist_bad_input(tmp_path: Path) -> None:
     p.write_bytes(good + bytes([34, 0, 0, 0, 0]))
     with pytest.raises(EventFormatError, match="byte offset 15: x = 34 outside the 34x34"):
         F.read(p)
+    p.write_bytes(good + bytes([1, 1, 0, 0, 0]))  # 0 + 8192 (one overflow) after 8193
+    with pytest.raises(EventFormatError, match=r"byte offset 15: time goes backwards \(8193 -> 8192\)"):
+        F.read(p)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -764,9 +764,18 @@ class _NmnistReader(EventReader):
             what = f"x = {x[j]}" if x[j] >= 34 else f"y = {y[j]}"
             raise EventFormatError(f"{self.path}: byte offset {self._offset + 5 * j}: {what} outside the 34x34 "
                                    "N-MNIST sensor")
+        keep = ~ovf
+        te = t[keep]
+        if te.shape[0]:
+            prev = np.concatenate(([self._last_t], te[:-1]))
+            back = np.flatnonzero(te < prev)
+            if back.shape[0]:
+                j = int(np.flatnonzero(keep)[back[0]])
+                raise EventFormatError(f"{self.path}: byte offset {self._offset + 5 * j}: time goes backwards "
+                                       f"({int(prev[back[0]])} -> {int(te[back[0]])}) in an N-MNIST file")
+            self._last_t = int(te[-1])
         self._offset += len(raw)
         self._overflows += int(ovf.sum())
-        keep = ~ovf
         ev = np.empty(int(keep.sum()), dtype=EVENT_DTYPE)
         ev["t"], ev["x"], ev["y"], ev["p"] = t[keep], x[keep], y[keep], b[keep, 2] >> 7
         if len(raw) < 5 * cap:
