@@ -743,42 +743,49 @@ class _NmnistReader(EventReader):
         self._offset = 0
         self._overflows = 0
         self._last_t = -1
+        self._size = os.fstat(self._fh.fileno()).st_size
 
     def read(self, max_events: int = 1 << 20) -> Events:
         cap = _check_max(max_events)
         if self._fh is None:
             return np.empty(0, dtype=EVENT_DTYPE)
-        raw = self._fh.read(5 * cap)
+        raw = self._fh.read(min(5 * cap, max(self._size - self._offset, 0)) or 5 * cap)
         if len(raw) % 5:
             raise EventFormatError(
                 f"{self.path}: byte offset {self._offset + len(raw) // 5 * 5}: truncated trailing N-MNIST "
                 f"event ({len(raw) % 5} of 5 bytes)")
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5)
         x, y = b[:, 0], b[:, 1]
         ovf = y == 240
-        ovf_before = self._overflows + np.cumsum(ovf) - ovf
-        t = (((b[:, 2] & 0x7F) << 16) | (b[:, 3] << 8) | b[:, 4]) + (ovf_before + ovf) * 8192
+        n_ovf = int(np.count_nonzero(ovf))
+        t = ((b[:, 2] & 0x7F).astype(np.int64) << 16) | (b[:, 3].astype(np.int64) << 8) | b[:, 4]
+        if n_ovf or self._overflows:
+            t += (self._overflows + np.cumsum(ovf)) * 8192
         bad = np.flatnonzero(~ovf & ((x >= 34) | (y >= 34)))
         if bad.shape[0]:
             j = int(bad[0])
             what = f"x = {x[j]}" if x[j] >= 34 else f"y = {y[j]}"
             raise EventFormatError(f"{self.path}: byte offset {self._offset + 5 * j}: {what} outside the 34x34 "
                                    "N-MNIST sensor")
-        keep = ~ovf
-        te = t[keep]
-        if te.shape[0]:
-            prev = np.concatenate(([self._last_t], te[:-1]))
-            back = np.flatnonzero(te < prev)
-            if back.shape[0]:
-                j = int(np.flatnonzero(keep)[back[0]])
+        if n_ovf:
+            keep = ~ovf
+            t, x, y, pb = t[keep], x[keep], y[keep], b[keep, 2]
+        else:
+            pb = b[:, 2]
+        if t.shape[0]:
+            back = np.flatnonzero(t[1:] < t[:-1])
+            if t[0] < self._last_t or back.shape[0]:
+                k = 0 if t[0] < self._last_t else int(back[0]) + 1
+                prev = self._last_t if k == 0 else int(t[k - 1])
+                j = int(np.flatnonzero(~ovf)[k])
                 raise EventFormatError(f"{self.path}: byte offset {self._offset + 5 * j}: time goes backwards "
-                                       f"({int(prev[back[0]])} -> {int(te[back[0]])}) in an N-MNIST file")
-            self._last_t = int(te[-1])
+                                       f"({prev} -> {int(t[k])}) in an N-MNIST file")
+            self._last_t = int(t[-1])
         self._offset += len(raw)
-        self._overflows += int(ovf.sum())
-        ev = np.empty(int(keep.sum()), dtype=EVENT_DTYPE)
-        ev["t"], ev["x"], ev["y"], ev["p"] = t[keep], x[keep], y[keep], b[keep, 2] >> 7
-        if len(raw) < 5 * cap:
+        self._overflows += n_ovf
+        ev = np.empty(t.shape[0], dtype=EVENT_DTYPE)
+        ev["t"], ev["x"], ev["y"], ev["p"] = t, x, y, pb >> 7
+        if len(raw) < 5 * cap or self._offset >= self._size:
             self.close()
         return ev
 
