@@ -177,12 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linger", type=float, default=1.0, help="--lsl: keep the outlets open this long at the end")
     p.set_defaults(func=cmd_replay)
 
-    try:
-        from .events import tool as events_tool
-    except ImportError:  # pragma: no cover - a broken install; the other commands still work
-        pass
-    else:
-        events_tool.add_parser(sub)
+    from .events import tool as events_tool
+
+    events_tool.add_parser(sub)
 
     p = sub.add_parser("models", help="list the registered models (ids a config can name), or show one's card")
     p.add_argument("id", nargs="?", default="", help="a model id: print its entry, verify its file, show its card")

@@ -38,6 +38,7 @@ import numpy as np
 from ..chunk import EventChunk, Events, StreamMeta
 from ..events import formats as _formats
 from ..events.rate import EventGate
+from ..events.udp import AEStreamDecoder
 from ..params import Param
 from .base import Source, SourceError
 
@@ -89,7 +90,7 @@ class EventFileSource(Source):
     params = {
         "file": Param("str", "", help="event file or glob pattern"),
         "files": Param("str_list", [], help="more files or patterns, played after `file`, back to back"),
-        "format": Param("str", "", choices=("", *getattr(_formats, "FORMATS", ())), help="file format (default: from the header/suffix)"),
+        "format": Param("str", "", choices=("", *_formats.FORMATS), help="file format (default: from the header/suffix)"),
         "speed": Param("number", 1.0, min=0, help="1 = real time, N = N times faster, 0 = as fast as possible"),
         "gap_ms": Param("number", 0.0, min=0, help="silence inserted between files"),
         "loop": Param("bool", False, help="start again at the end (times keep increasing)"),
@@ -323,8 +324,6 @@ class EventUdpSource(Source):
 
     def _reader(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[Events, float, float], None],
                 overflow: Callable[[int], None]) -> None:
-        from ..events.udp import AEStreamDecoder
-
         assert self._sock is not None and self.meta is not None
         sock = self._sock
         dec = AEStreamDecoder(self.meta.sensor)
