@@ -73,19 +73,18 @@ class Config:
     drop: float  # max fraction of events dropped
     crop: float  # min fraction of the sample's duration kept (1 = no time crop)
     epochs: int
+    rotate: float = 0.0  # max rotation, degrees
+    zoom: float = 0.0  # max relative scale change
     dropout: float = 0.2
     lr: float = 3e-3
     batch: int = 32
 
 
 GRID = (
-    Config("narrow", c1=8, c2=16, shift=3, drop=0.3, crop=0.5, epochs=80),
-    Config("medium", c1=12, c2=24, shift=3, drop=0.3, crop=0.5, epochs=80),
-    Config("wide", c1=16, c2=32, shift=3, drop=0.3, crop=0.5, epochs=80),
-    Config("narrow-noaug", c1=8, c2=16, shift=0, drop=0.0, crop=1.0, epochs=80),
-    Config("narrow-strong", c1=8, c2=16, shift=4, drop=0.5, crop=0.35, epochs=80),
+    Config("medium", c1=12, c2=24, shift=3, drop=0.3, crop=0.5, epochs=50),
+    Config("medium-affine", c1=12, c2=24, shift=3, drop=0.3, crop=0.5, epochs=50, rotate=12.0, zoom=0.1),
 )
-QUICK = Config("quick", c1=4, c2=8, shift=2, drop=0.2, crop=0.6, epochs=2)
+QUICK = Config("quick", c1=4, c2=8, shift=2, drop=0.2, crop=0.6, epochs=2, rotate=8.0, zoom=0.1)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -131,6 +130,13 @@ def count_image(s: Sample, cfg: Config | None, rng: np.random.Generator | None) 
             keep &= rng.random(x.size) >= rng.uniform(0.0, cfg.drop)
         dx, dy = (rng.integers(-cfg.shift, cfg.shift + 1, 2) if cfg.shift else (0, 0))
         x, y, p = x[keep] + dx, y[keep] + dy, p[keep]
+        if cfg.rotate or cfg.zoom:
+            a = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate))
+            z = rng.uniform(1.0 - cfg.zoom, 1.0 + cfg.zoom)
+            cx, cy = (SENSOR[0] - 1) / 2 + dx, (SENSOR[1] - 1) / 2 + dy
+            u, v = x - cx, y - cy
+            x = np.rint(cx + z * (np.cos(a) * u - np.sin(a) * v)).astype(np.int64)
+            y = np.rint(cy + z * (np.sin(a) * u + np.cos(a) * v)).astype(np.int64)
         inside = (x >= 0) & (x < SENSOR[0]) & (y >= 0) & (y < SENSOR[1])
         x, y, p = x[inside], y[inside], p[inside]
     w, h = SENSOR
@@ -323,7 +329,7 @@ def card_text(r: dict[str, Any]) -> str:
     k, n = r["test_correct"], r["test_n"]
     lo, hi = wilson(k, n)
     cv = r["cv"]
-    cv_rows = [(c.name, c.c1, c.c2, c.shift, c.drop, c.crop, c.epochs,
+    cv_rows = [(c.name, c.c1, c.c2, c.shift, f"{c.rotate:g}° / {c.zoom:g}", c.drop, c.crop, c.epochs,
                 accuracy_text(cv[c.name]["correct"], cv[c.name]["n"]),
                 ", ".join(f"{a:.3f}" for a in cv[c.name]["per_fold"]), "← chosen" if c.name == cfg.name else "")
                for c in r["grid"]]
@@ -335,7 +341,7 @@ def card_text(r: dict[str, Any]) -> str:
     tm = r["timing"]
     time_rows = [(f"theta = {th:g}", f"{t['file_median_us']:.2f}", f"{t['file_p99_us']:.2f}",
                   f"{t['single_median_us']:.2f}", f"{t['single_p99_us']:.2f}") for th, t in tm]
-    cv_table = md_table(("config", "C1", "C2", "shift", "drop", "crop", "epochs", "CV accuracy (pooled)",
+    cv_table = md_table(("config", "C1", "C2", "shift", "rotate / zoom", "drop", "crop", "epochs", "CV accuracy (pooled)",
                          "per fold", ""), cv_rows)
     sweep_table = md_table(("theta", "agreement with theta 0 (training)", "test accuracy", "ops / dense per event",
                             "multiply-adds per event", "delta sparsity", ""), sweep_rows)
@@ -344,6 +350,8 @@ def card_text(r: dict[str, Any]) -> str:
     cm_table = md_table(("true / predicted", *CLASSES), cm_rows)
     files = "\n".join(f"| `{name}` | {size:,} | `{digest}` |" for name, size, digest in r["files"])
     prov = r["provenance"]
+    affine = (f", then a random rotation of up to ±{cfg.rotate:g}° and scaling by up to ±{cfg.zoom:.0%} about "
+              "the centre" if cfg.rotate or cfg.zoom else "")
     goal = "reached" if k / n >= 0.95 else "**not reached**"
     return f"""# {MODEL_ID}: event-driven CNN, N-MNIST digits (event camera)
 
@@ -381,7 +389,7 @@ only pass on changes larger than theta. The class scores are available after any
   1e-3), cross-entropy with label smoothing 0.1, dropout {cfg.dropout} before the linear layer; each
   sample freshly augmented every epoch: a random time crop keeping {cfg.crop:.0%}-100 % of its duration
   (a partial view, as a live window sees), random drop-out of up to {cfg.drop:.0%} of its events, and a
-  random translation of up to ±{cfg.shift} pixels (events leaving the sensor are lost).
+  random translation of up to ±{cfg.shift} pixels{affine} (events leaving the sensor are lost).
   {r['train_seconds']:.0f} s on this machine ({prov['machine']}, 2 cores, torch {prov['torch']}).
 
 ## How the configuration was chosen
@@ -464,19 +472,18 @@ of the dataset (same file names).
 
 
 def update_readme(models: Path) -> None:
-    """The family's row in models/README.md's "Shipped models" table (sorted; replaced if present)."""
+    """The family's row in models/README.md's "Shipped models" table (replaced if present, else inserted
+    before the first family that sorts after it; the other rows are left as they are)."""
     path = models / "README.md"
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    row = f"| [{MODEL_ID}]({MODEL_ID}/CARD.md) | `{MODEL_ID}` ({KIND}) |"
-    table = [i for i, ln in enumerate(lines) if re.match(r"\| \[[^\]]+\]\([^)]+/CARD\.md\) \|", ln)]
-    if not table:
+    row_re = re.compile(r"\| \[([^\]]+)\]\([^)]+/CARD\.md\) \|")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if not ln.startswith(f"| [{MODEL_ID}](")]
+    rows = [(i, m.group(1)) for i, ln in enumerate(lines) if (m := row_re.match(ln))]
+    if not rows:
         return
-    lines = [ln for ln in lines if not ln.startswith(f"| [{MODEL_ID}](")]
-    table = [i for i, ln in enumerate(lines) if re.match(r"\| \[[^\]]+\]\([^)]+/CARD\.md\) \|", ln)]
-    rows = sorted([lines[i] for i in table] + [row])
-    lines[table[0]:table[-1] + 1] = rows
+    at = next((i for i, fam in rows if fam > MODEL_ID), rows[-1][0] + 1)
+    lines.insert(at, f"| [{MODEL_ID}]({MODEL_ID}/CARD.md) | `{MODEL_ID}` ({KIND}) |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
