@@ -660,7 +660,7 @@ cdef class HDSNN:
 
     cdef int _w, _h, _s, _c, _p, _k, _d, _ho, _wo
     cdef int64_t _dt, _t0, _t0_arg
-    cdef bint _has_t0, _t0_given, _has_n
+    cdef bint _has_t0, _t0_given, _has_n, _binary
     cdef float _th
     cdef int64_t _n, _t_end, _clean_from, _t_prev
     cdef int64_t _events, _synops, _steps, _spikes
@@ -668,7 +668,8 @@ cdef class HDSNN:
     cdef object _wt
     # sparse weights: entries [start[p], start[p+1]) belong to input polarity p
     cdef cnp.ndarray _e_oy, _e_ox, _e_d, _e_coff, _e_w, _start
-    cdef cnp.ndarray _ring, _dirty, _slotoff, _slotidx, _spike_map, _out_t, _out_c, _cnt
+    cdef cnp.ndarray _ring, _dirty, _slotoff, _slotidx, _spike_map, _out_t, _out_c, _cnt, _cell_step
+    cdef int64_t* _cell_step_p
     cdef int32_t* _oy_p
     cdef int32_t* _ox_p
     cdef int32_t* _d_p
@@ -682,13 +683,14 @@ cdef class HDSNN:
     cdef int64_t* _map_p
     cdef int32_t* _cnt_p
 
-    def __cinit__(self, width, height, weights, dt_us, threshold, stride=1, t0_us=0):
+    def __cinit__(self, width, height, weights, dt_us, threshold, stride=1, t0_us=0, binary=False):
         self._w, self._h = _sensor(width, height)
         wt = _weights(weights)
         self._wt = wt
         self._dt = _int("dt_us", dt_us, 1)
         self._th = _threshold(threshold)
         self._s = _int("stride", stride, 1)
+        self._binary = bool(binary)
         t0 = _t0(t0_us)
         self._t0_given = t0 is not None
         self._t0_arg = 0 if t0 is None else t0
@@ -721,6 +723,8 @@ cdef class HDSNN:
         self._slotidx_p = <int64_t*>cnp.PyArray_DATA(self._slotidx)
         self._spike_map = np.zeros((self._c, self._ho, self._wo), np.int64)
         self._map_p = <int64_t*>cnp.PyArray_DATA(self._spike_map)
+        self._cell_step = np.zeros(self._p * self._ho * self._wo, np.int64)
+        self._cell_step_p = <int64_t*>cnp.PyArray_DATA(self._cell_step)
         self._cnt = np.zeros(self._c, np.int32)
         self._cnt_p = <int32_t*>cnp.PyArray_DATA(self._cnt)
         self._cap = 64
@@ -732,6 +736,7 @@ cdef class HDSNN:
         self._ring.fill(0)
         self._dirty.fill(0)
         self._spike_map.fill(0)
+        self._cell_step.fill(INT64_MIN)
         self._has_t0 = self._t0_given
         self._t0 = self._t0_arg
         self._has_n = False
@@ -813,6 +818,9 @@ cdef class HDSNN:
         cdef const int64_t* slotoff = self._slotoff_p
         cdef const int64_t* slotidx = self._slotidx_p
         cdef int64_t t_end = self._t_end
+        cdef bint binary = self._binary
+        cdef int64_t* cell_step = self._cell_step_p
+        cdef Py_ssize_t cell
         for i in range(start, n):
             if not self._has_n:
                 self._n = (e[i].t - self._t0) // self._dt
@@ -828,6 +836,12 @@ cdef class HDSNN:
             a = e[i].y // s
             b = e[i].x // s
             p = e[i].p & pol
+            if binary:  # OR-pooling: only a cell's first event in a step acts
+                cell = (<Py_ssize_t>p * ho + a) * wo + b
+                if cell_step[cell] == self._n:
+                    self._events += 1
+                    continue
+                cell_step[cell] = self._n
             k1 = starts[p + 1]
             for k in range(starts[p], k1):
                 ii = a - oy[k]
@@ -916,6 +930,10 @@ cdef class HDSNN:
     @property
     def stride(self):
         return self._s
+
+    @property
+    def binary(self):
+        return bool(self._binary)
 
     @property
     def t0_us(self):

@@ -106,7 +106,8 @@ def _direction_name(i: int, n: int) -> str:
 def motion_kernels(n_directions: int = 8, speeds_px_per_ms: Sequence[float] = (0.5, 1.0), K: int = 9,
                    D: int = 8, dt_us: int = 2000, stride: int = 1,
                    polarities: int = 2,
-                   interpolation: Literal["bilinear", "nearest"] = "bilinear") -> tuple[npt.NDArray[np.float32], list[str]]:
+                   interpolation: Literal["bilinear", "nearest"] = "bilinear",
+                   opponent: float = 0.0) -> tuple[npt.NDArray[np.float32], list[str]]:
     """Analytic direction-selective weights for `HDSNN`: (weights float32 (C, polarities, K, K, D), labels).
 
     Channel c = i_direction * len(speeds) + i_speed detects a point moving with velocity
@@ -123,6 +124,12 @@ def motion_kernels(n_directions: int = 8, speeds_px_per_ms: Sequence[float] = (0
     point or edge passes its position (D - 1) / 2 steps earlier with the right velocity: events from
     D successive steps arrive in coincidence. Both polarities get the same weights (an edge of either
     contrast). ValueError if the trajectory (|u| (D - 1) + 2 taps) does not fit in K.
+
+    opponent = a > 0 subtracts a times the kernel of the OPPOSITE direction (same speed, for
+    n_directions even): W_c - a W_opposite(c), a Reichardt-style opponent detector. Anything that
+    drives both directions alike (a long edge seen by the detectors along its length, flicker,
+    background noise) then cancels, which matters when pooling (stride > 1) sums several events
+    per cell and step.
     """
     if interpolation not in ("bilinear", "nearest"):
         raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
@@ -156,4 +163,10 @@ def motion_kernels(n_directions: int = 8, speeds_px_per_ms: Sequence[float] = (0
                             raise ValueError(f"speed {v} px/ms with dt_us={dt_us}, stride={stride}, D={D} moves "
                                              f"{u * (D - 1):.2f} pooled px over the delays: K={K} is too small")
                         w[c, :, yy, xx, d] += wx * wy
+    if opponent:
+        if not (math.isfinite(opponent) and opponent > 0) or n_directions % 2:
+            raise ValueError(f"opponent must be a positive number and n_directions even, got {opponent!r}, "
+                             f"{n_directions}")
+        half = n_directions // 2 * len(speeds)
+        w = w - opponent * np.roll(w, half, axis=0)
     return w.astype(np.float32), labels

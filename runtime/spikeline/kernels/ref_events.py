@@ -699,7 +699,8 @@ class HDSNNRef:
     Input: events binned in time steps n, step n = [t0 + n·dt_us, t0 + (n+1)·dt_us) (t0_us=None:
     the first event's time), and POOLED by `stride` s first: S[p, a, b, n] = number of events of
     polarity p (polarities=1: any) with x // s = b, y // s = a in step n, on a (ceil(H/s), ceil(W/s))
-    grid. Potential of output neuron (c, i, j) at step n, same padding (i, j on the pooled grid):
+    grid; with binary=True, S is 1 where that number is > 0 (OR-pooling: only a cell's first event
+    in a step acts, so the scale of V no longer depends on the stride or on the event density). Potential of output neuron (c, i, j) at step n, same padding (i, j on the pooled grid):
         V[c, i, j, n] = sum_{p, dy, dx, d} W[c, p, dy, dx, d] · S[p, i + dy - K//2, j + dx - K//2, n - d]
     and the neuron spikes at step n iff V >= threshold (threshold > 0, so a step without input in
     its last D steps has no spikes). With s = 1 this is the plain space-time convolution.
@@ -711,22 +712,25 @@ class HDSNNRef:
     `spike_map` int64 (C, Ho, Wo): spikes per neuron since the last reset.
 
     This reference computes each step's V from the formula: the binned inputs of the last D steps
-    are kept as dense arrays and V is a sum of shifted slices over every (dy, dx, d), in float64
+    are kept as dense arrays and V is a sum of shifted slices, one per nonzero weight, in float64
     (exact for integer-valued weights; the compiled kernel sums in float32, exact while |V| < 2**24).
     """
 
     def __init__(self, width: int, height: int, weights: F32, dt_us: int, threshold: float, stride: int = 1,
-                 t0_us: int | None = 0) -> None:
+                 t0_us: int | None = 0, binary: bool = False) -> None:
         self._w, self._h = _sensor(width, height)
         self._wt = _weights(weights)
         self._dt = _int("dt_us", dt_us, 1)
         self._th = _threshold(threshold)
         self._s = _int("stride", stride, 1)
         self._t0_arg = _t0(t0_us)
+        self._binary = bool(binary)
         c, p, k, _, d = self._wt.shape
         self._c, self._p, self._k, self._d = c, p, k, d
         self._ho, self._wo = -(-self._h // self._s), -(-self._w // self._s)
-        self._w64 = self._wt.astype(np.float64)
+        self._terms: list[list[tuple[int, int, int, int, float]]] = [[] for _ in range(d)]
+        for ci, pi, yi, xi, di in zip(*np.nonzero(self._wt), strict=True):
+            self._terms[int(di)].append((int(ci), int(pi), int(yi), int(xi), float(self._wt[ci, pi, yi, xi, di])))
         # synops per (polarity, pooled row, pooled column): nonzero weights whose target is inside the grid
         nz = (self._wt != 0).sum(axis=(0, 4))  # (p, K, K)
         self._synops_map = np.zeros((p, self._ho, self._wo), np.int64)
@@ -752,6 +756,11 @@ class HDSNNRef:
         self._out_c: list[I32] = []
 
     def _v(self, q: int) -> F64:
+        """V of step q from the formula: a sum of shifted copies of the binned input, one per weight.
+
+        Zero weights are skipped: their terms are exactly 0 (w · S = +0 with finite S), so the sum
+        is the formula's, evaluated in float64 at every output position.
+        """
         k, pad = self._k, self._k // 2
         v = np.zeros((self._c, self._ho, self._wo), np.float64)
         for h, s in self._hist:
@@ -760,10 +769,9 @@ class HDSNNRef:
                 continue
             sp = np.zeros((self._p, self._ho + k - 1, self._wo + k - 1), np.float64)
             sp[:, pad:pad + self._ho, pad:pad + self._wo] = s
-            for dy in range(k):
-                for dx in range(k):
-                    v += np.einsum("cp,pij->cij", self._w64[:, :, dy, dx, d],
-                                   sp[:, dy:dy + self._ho, dx:dx + self._wo])
+            # sp[p, i + dy, j + dx] = S[p, i + dy - K//2, j + dx - K//2, q - d]
+            for c, p, dy, dx, w in self._terms[d]:
+                v[c] += w * sp[p, dy:dy + self._ho, dx:dx + self._wo]
         return v
 
     def _advance(self, target: int) -> None:
@@ -811,11 +819,23 @@ class HDSNNRef:
         b = (ev["x"] // self._s).astype(np.intp)
         p = ev["p"].astype(np.intp) if self._p == 2 else np.zeros(ev.shape[0], np.intp)
         bounds = np.flatnonzero(np.diff(steps)) + 1
+        synops = 0
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, ev.shape[0]], strict=True):
             self._advance(int(steps[lo]))
-            np.add.at(self._cur, (p[lo:hi], a[lo:hi], b[lo:hi]), 1.0)
+            pg, ag, bg = p[lo:hi], a[lo:hi], b[lo:hi]
+            if self._binary:  # S = 1 for a cell with events in this step: only its first event acts
+                cell = (pg * self._ho + ag) * self._wo + bg
+                _, first = np.unique(cell, return_index=True)
+                new = np.zeros(hi - lo, bool)
+                new[first] = True
+                new &= self._cur[pg, ag, bg] == 0
+                self._cur[pg[new], ag[new], bg[new]] = 1.0
+                synops += int(self._synops_map[pg[new], ag[new], bg[new]].sum())
+            else:
+                np.add.at(self._cur, (pg, ag, bg), 1.0)
+                synops += int(self._synops_map[pg, ag, bg].sum())
         self._counts["events"] += ev.shape[0]
-        self._counts["synops"] += int(self._synops_map[p, a, b].sum())
+        self._counts["synops"] += synops
         self._t_prev = int(ev["t"][-1])
         return self._take()
 
@@ -854,6 +874,10 @@ class HDSNNRef:
     @property
     def stride(self) -> int:
         return self._s
+
+    @property
+    def binary(self) -> bool:
+        return self._binary
 
     @property
     def t0_us(self) -> int | None:
