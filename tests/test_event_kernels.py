@@ -413,6 +413,16 @@ def test_windows_empty_windows_and_flush() -> None:
         assert not grids[1:4].any()
 
 
+def test_event_frames_single_polarity(compiled: dict[str, type[Any]]) -> None:
+    """polarities=1 counts both polarities in one frame: the sum of the two-polarity frames."""
+    ev = random_events(11, 2000, 11, 7, 10_000)
+    two, t2 = EventFrames(11, 7, 300, t0_us=None).push(ev)
+    for cls in (compiled["EventFrames"], EventFramesRef):
+        one, t1 = cls(11, 7, 300, polarities=1, t0_us=None).push(ev)
+        assert one.shape == (two.shape[0], 1, 7, 11) and np.array_equal(t1, t2)
+        assert np.array_equal(one[:, 0], two.sum(axis=1))
+
+
 def test_windows_start_at_the_first_event() -> None:
     """t0 aligns the windows; windows before the first event are not returned (a sensor clock far from
     t0 costs nothing); a silence too long for MAX_OUTPUT_BYTES is refused with the state unchanged."""

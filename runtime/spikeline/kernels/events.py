@@ -8,10 +8,12 @@
 - `EventFrames(width, height, window_us, polarities=2, t0_us=0)`, `VoxelGrid(width, height, window_us, n_bins,
   t0_us=0)`: `.push(events)` / `.flush_until(t_us)` -> (float32 (n, channels, height, width), t_end int64 (n,))
   for the windows completed, empty ones included.
-- `HDSNN(width, height, weights, dt_us, threshold, stride=1, t0_us=0)`: `.push(events)` /
+- `HDSNN(width, height, weights, dt_us, threshold, stride=1, t0_us=0, binary=False)`: `.push(events)` /
   `.flush_until(t_us)` -> (t_end int64 (n,), counts int32 (n, C)) for completed steps with spikes;
-  `.counters`, `.spike_map`, `.reset()`.
-- `motion_kernels(...)`: direction-selective HD-SNN weights; `DIRECTION_NAMES`.
+  `.counters` (dict: events, synops, steps, spikes), `.spike_map` (C, Ho, Wo), `.reset()`.
+- `motion_kernels(...) -> (weights, labels)`: direction-selective HD-SNN weights; `DIRECTION_NAMES`.
+  Tested setting (tests/test_hdsnn.py): `binary=True` (OR-pooling) and threshold 0.75 * D; on the
+  320x240 DVXplorer: 8 directions x speeds (0.2, 0.4) px/ms, K=9, D=7, dt_us=2000, stride=4.
 
 The semantics, validation and streaming rules are documented in spikeline.kernels.ref_events (the
 numpy references, `*Ref`) and ext/evkernels.pyx. The names are the compiled kernels
