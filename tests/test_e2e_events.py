@@ -1,0 +1,165 @@
+"""The shipped event-camera pipelines (deploy/examples) through the daemon to a real mosquitto.
+
+- N-MNIST from files: the 100 test samples played back to back (as fast as possible, nothing dropped)
+  -> denoise -> nmnist-evnet -> MQTT: one decision per digit, equal to the same kernels run offline on each
+  file, with the accuracy of the model card's denoised evaluation;
+- N-MNIST live over UDP: `spikeline events send` streams the same files as AEStream datagrams at 5x real
+  time into the `event_udp` source of nmnist-udp.toml: the same decisions;
+- DVXplorer motion: the real 320x240 recording -> denoise -> HD-SNN motion layer -> MQTT: the published
+  direction per window equals the same stages run offline on the whole recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from spikeline.broker import free_port
+from spikeline.config import parse
+from spikeline.daemon import Daemon
+from spikeline.events import read
+from spikeline.kernels.events import BackgroundActivityFilter
+from spikeline.kernels.evnet import load_evnet
+from spikeline.mqtt import MqttSettings
+
+pytestmark = [pytest.mark.data, pytest.mark.broker, pytest.mark.slow]
+
+EXAMPLES = ROOT / "deploy" / "examples"
+
+
+def deploy_config(name: str, url: str, node: str, source: dict[str, Any]) -> Any:
+    """A shipped example config with the broker, node and some source keys swapped for the test's."""
+    doc = tomllib.loads((EXAMPLES / name).read_text())
+    doc["mqtt"]["url"] = url
+    doc["mqtt"]["qos"] = 1
+    doc["node"]["name"] = node
+    doc["node"]["metrics_interval_s"] = 0.5
+    (pipe,) = doc["pipeline"]
+    pipe["source"].update(source)
+    pipe["budget_ms"] = 500  # CI machines are shared; the budget is not what this test checks
+    return parse(doc), pipe
+
+
+async def collect(url: str, topic: str, expected: int, run: Any, timeout: float = 120.0) -> list[dict[str, Any]]:
+    s = MqttSettings.from_url(url)
+    got: list[dict[str, Any]] = []
+    async with aiomqtt.Client(s.host, s.port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
+                              max_queued_incoming_messages=expected * 2 + 100) as sub:
+        await sub.subscribe(topic, qos=1)
+        task = asyncio.create_task(run())
+        try:
+            async with asyncio.timeout(timeout):
+                async for msg in sub.messages:
+                    assert isinstance(msg.payload, bytes)
+                    got.append(json.loads(msg.payload))
+                    if len(got) >= expected:
+                        break
+        finally:
+            await task
+    return got
+
+
+# ---------------------------------------------------------------------------------------------- N-MNIST
+
+def nmnist_test(data_dir: Path) -> tuple[list[Path], list[int]]:
+    d = data_dir / "nmnist_small_slayer"
+    rows = [line.split() for line in (d / "test100.txt").read_text().splitlines() if not line.startswith("#")]
+    return [d / f"{a}.bs2" for a, _ in rows], [int(b) for _, b in rows]
+
+
+def nmnist_offline(files: list[Path], pipe: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    """The config's denoise over the files as the source plays them (back to back, each starting gap_ms after
+    the previous one ended: the filter's memory runs on across files), then its classifier on each file's
+    events on their own: (probabilities, labels)."""
+    den = next(s for s in pipe["stages"] if s["type"] == "denoise")
+    cls = next(s for s in pipe["stages"] if s["type"] == "event_classifier")
+    gap = round(pipe["source"].get("gap_ms", 100) * 1e3)
+    parts, end = [], None
+    for f in files:
+        ev = read(f).events
+        if end is not None:
+            ev["t"] += end + gap + 1 - int(ev["t"][0])
+        end = int(ev["t"][-1])
+        parts.append(ev)
+    kept = BackgroundActivityFilter(34, 34, round(den["filter_ms"] * 1e3)).filter(np.concatenate(parts))
+    net = load_evnet(cls["model"])
+    probs, labels = [], []
+    for part in parts:
+        net.reset()
+        net.push(kept[(kept["t"] >= part["t"][0]) & (kept["t"] <= part["t"][-1])])
+        s = net.scores()
+        z = np.exp(s - s.max())
+        probs.append((z / z.sum()).astype(np.float32))
+        labels.append(int(np.argmax(s)))
+    return np.array(probs), labels
+
+
+def check_digits(rows: list[dict[str, Any]], probs: np.ndarray, labels: list[int], truth: list[int]) -> None:
+    assert [r["seq"] for r in rows] == list(range(len(labels)))
+    assert [r["label"] for r in rows] == [str(k) for k in labels]
+    np.testing.assert_allclose(np.array([r["values"] for r in rows]), probs, rtol=0, atol=1e-6)
+    correct = sum(int(r["label"]) == y for r, y in zip(rows, truth, strict=True))
+    assert correct >= 95, f"{correct}/100 (the card's denoised evaluation is 95/100)"
+    for r in rows:
+        assert r["t_sample"] <= r["t_recv"] + 1e-6 <= r["t_pub"] + 2e-6
+
+
+@pytest.mark.timeout(300)
+async def test_nmnist_file_pipeline_publishes_one_offline_decision_per_digit(data_dir: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    files, truth = nmnist_test(data_dir)
+    node = f"t{uuid.uuid4().hex[:6]}"
+    cfg, pipe = deploy_config("nmnist-events.toml", mosquitto.url, node,
+                              {"file": str(files[0]), "files": [str(f) for f in files[1:]], "speed": 0,
+                               "chunk_events": 1000})
+    probs, labels = nmnist_offline(files, pipe)
+    daemon = Daemon(cfg)
+
+    async def run() -> None:
+        assert await daemon.run() == 0
+
+    rows = await collect(mosquitto.url, f"spikeline/{node}/digits/result", len(files), run)
+    check_digits(rows, probs, labels, truth)
+    m = daemon.pipelines[0].metrics
+    assert m.samples_in == sum(len(read(f).events) for f in files)
+    assert (m.dropped_queue, m.dropped_rate, m.rejected_input) == (0, 0, 0)
+
+
+@pytest.mark.timeout(300)
+async def test_nmnist_live_over_udp_publishes_the_same_decisions(data_dir: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    files, truth = nmnist_test(data_dir)
+    port = free_port()  # a TCP port number that is free is very likely free for UDP on loopback too
+    node = f"t{uuid.uuid4().hex[:6]}"
+    cfg, pipe = deploy_config("nmnist-udp.toml", mosquitto.url, node, {"port": port})
+    probs, labels = nmnist_offline(files, {**pipe, "source": {"gap_ms": 100}})  # what the sender below plays
+    daemon = Daemon(cfg)
+
+    async def run() -> None:
+        d = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.sleep(1.0)
+            # A burst's decision is made when the next event shows the pause: a 101st sample closes the 100th.
+            cmd = [sys.executable, "-m", "spikeline", "events", "send", *map(str, files), str(files[0]),
+                   "--udp", f"127.0.0.1:{port}", "--speed", "5", "--gap-ms", "100", "--quiet"]
+            proc = await asyncio.create_subprocess_exec(*cmd)
+            assert await asyncio.wait_for(proc.wait(), 120) == 0
+            await asyncio.sleep(0.5)
+        finally:
+            daemon.request_stop()
+            assert await d == 0
+
+    rows = await collect(mosquitto.url, f"spikeline/{node}/digits/result", len(files), run)
+    src = daemon.pipelines[0].source
+    assert getattr(src, "socket_drops", None) == 0, "datagrams lost in the OS socket buffer"
+    check_digits(rows[:100], probs, labels, truth)
+    m = daemon.pipelines[0].metrics
+    assert (m.dropped_queue, m.dropped_rate, m.rejected_input) == (0, 0, 0)
