@@ -163,3 +163,41 @@ async def test_nmnist_live_over_udp_publishes_the_same_decisions(data_dir: Path,
     check_digits(rows[:100], probs, labels, truth)
     m = daemon.pipelines[0].metrics
     assert (m.dropped_queue, m.dropped_rate, m.rejected_input) == (0, 0, 0)
+
+
+# ------------------------------------------------------------------------------------------- DVS motion
+
+@pytest.mark.timeout(300)
+async def test_dvxplorer_motion_directions_are_published_as_computed_offline(data_dir: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    from spikeline.chunk import EventChunk, StreamMeta
+    from spikeline.stages import build_stage
+
+    path = data_dir / "dvs_samples_tonic" / "sample.aedat4"
+    node = f"t{uuid.uuid4().hex[:6]}"
+    cfg, pipe = deploy_config("dvs-motion.toml", mosquitto.url, node,
+                              {"file": str(path), "speed": 0, "loop": False, "chunk_events": 1000})
+    # offline: the config's stages on the whole recording in one chunk, then the end of the input
+    ev = read(path).events
+    meta = StreamMeta(name="cam", type="events", channels=(), nominal_rate=5e6, sensor=(320, 240))
+    stages = [build_stage(s["type"], {k: v for k, v in s.items() if k != "type"}) for s in pipe["stages"]]
+    m = meta
+    for st in stages:
+        m = st.start(m)
+    out = stages[1].process(stages[0].process(EventChunk(ev=ev, t_base=0.0, t_recv=0.0, seq=0, meta=meta)))
+    last = stages[1].flush()
+    assert out is not None and last is not None and out.label is not None and last.label is not None
+    want_values = np.concatenate([out.data, last.data])
+    want_labels = [m.classes[i] for i in np.concatenate([out.label, last.label])]
+    assert len(want_labels) >= 10  # 0.59 s in 50 ms windows
+    daemon = Daemon(cfg)
+
+    async def run() -> None:
+        assert await daemon.run() == 0
+
+    rows = await collect(mosquitto.url, f"spikeline/{node}/motion/result", len(want_labels), run)
+    assert [r["label"] for r in rows] == want_labels
+    np.testing.assert_array_equal(np.array([r["values"] for r in rows], dtype=np.float32), want_values)
+    assert set(want_labels) <= {*m.classes}
+    assert sum(v.sum() for v in want_values) > 1000  # the layer does spike on the real recording
+    metrics = daemon.pipelines[0].metrics
+    assert metrics.samples_in == len(ev) and metrics.dropped_queue == 0

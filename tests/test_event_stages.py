@@ -116,3 +116,47 @@ async def test_event_frames_step_over_long_pauses_without_stepping_every_window(
         assert len(rows) == 6  # three windows per burst, none for the pause
         assert [int(np.sum(r["values"])) for r in rows] == [1000] * 6
         assert [r["seq"] for r in rows] == list(range(6))
+
+
+def _moving_dots(direction: float, speed_px_per_ms: float, size: int = 96, duration_ms: float = 200.0,
+                 n_dots: int = 300, seed: int = 0) -> np.ndarray:
+    """Events of a random-dot texture translating across a size x size sensor (no aperture problem, unlike a
+    bar), plus 5 % noise events: a dot emits an event each time it enters a new pixel."""
+    from spikeline.chunk import as_events
+
+    rng = np.random.default_rng(seed)
+    p0 = rng.uniform(0, size, (n_dots, 2))
+    v = speed_px_per_ms * np.array([np.cos(direction), np.sin(direction)])
+    ts, xs, ys = [], [], []
+    prev = None
+    for t_us in range(0, int(duration_ms * 1e3), 100):
+        pix = np.floor((p0 + v * t_us / 1e3) % size).astype(np.int64)
+        moved = np.ones(n_dots, bool) if prev is None else np.any(pix != prev, axis=1)
+        prev = pix
+        ts.append(np.full(int(moved.sum()), t_us))
+        xs.append(pix[moved, 0])
+        ys.append(pix[moved, 1])
+    t, x, y = np.concatenate(ts), np.concatenate(xs), np.concatenate(ys)
+    tn = rng.integers(0, int(duration_ms * 1e3), len(t) // 20)
+    noise = rng.integers(0, size, (len(tn), 2))
+    tt = np.concatenate([t, tn])
+    order = np.argsort(tt, kind="stable")
+    return as_events(tt[order], np.concatenate([x, noise[:, 0]])[order], np.concatenate([y, noise[:, 1]])[order],
+                     rng.integers(0, 2, len(tt)))
+
+
+@pytest.mark.parametrize("k", range(8))
+async def test_hdsnn_stage_names_the_direction_of_moving_dots(tmp_path: Path, k: int) -> None:
+    from spikeline.kernels.events import DIRECTION_NAMES
+
+    f = tmp_path / "dots.npy"
+    np.save(f, _moving_dots(2 * np.pi * k / 8, 0.6, size=192))
+    runs = []
+    for chunk in (50, 100_000):
+        runs.append(await _run({"file": str(f), "chunk_events": chunk, "sensor": [192, 192]},
+                               [{"type": "hdsnn", "window_ms": 50, "min_spikes": 5}], tmp_path / f"o{chunk}.jsonl"))
+    assert runs[0] == [{**r, **{k_: runs[0][i][k_] for k_ in ("t_sample", "t_recv", "t_done", "t_pub",
+                                                              "latency_ms")}} for i, r in enumerate(runs[1])]
+    labels = [r["label"] for r in runs[0]]
+    assert len(labels) == 4  # 200 ms in 50 ms windows
+    assert labels.count(DIRECTION_NAMES[k]) >= 3, labels

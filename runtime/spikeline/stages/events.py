@@ -244,40 +244,54 @@ class HdsnnMotion(_EventStage):
     summary = "heterogeneous-delay spiking layer tuned to motion directions; winner-take-all direction per window"
     params = {
         "directions": Param("int", 8, choices=(4, 8, 16), help="number of direction channels"),
-        "speeds_px_per_ms": Param("number_list", [0.5], help="speeds the kernels are tuned to (input pixels/ms)"),
-        "kernel": Param("int", 7, min=3, max=31, help="spatial kernel size K (odd)"),
-        "delays": Param("int", 8, min=1, max=64, help="delay taps D"),
-        "dt_ms": Param("number", 1.0, min=0, min_exclusive=True, help="time step of the delay line"),
+        "speeds_px_per_ms": Param("number_list", [0.4, 0.8], help="speeds the kernels are tuned to (sensor px/ms)"),
+        "kernel": Param("int", 9, min=3, max=31, help="spatial kernel size K (odd), on the pooled grid"),
+        "delays": Param("int", 7, min=1, max=64, help="delay taps D"),
+        "dt_ms": Param("number", 5.0, min=0, min_exclusive=True, help="time step of the delay line"),
         "stride": Param("int", 4, min=1, max=64, help="input pooling: one neuron per stride x stride pixels"),
-        "threshold": Param("number", 0.0, min=0, help="spike threshold (0: the kernels' suggested threshold)"),
-        "window_ms": Param("number", 20.0, min=0, min_exclusive=True, help="winner-take-all readout window"),
+        "binary": Param("bool", True, help="a pooled cell counts once per step however many events it gets"),
+        "interpolation": Param("str", "bilinear", choices=("bilinear", "nearest"),
+                               help="nearest: about a third of the synaptic updates per event, coarser speeds"),
+        "threshold": Param("number", 0.0, min=0, help="spike threshold (0: 0.75 x delays)"),
+        "window_ms": Param("number", 50.0, min=0, min_exclusive=True, help="winner-take-all readout window"),
         "min_spikes": Param("int", 1, min=1, help="fewer spikes in a window: label 'none'"),
     }
 
     def _start(self, meta: StreamMeta) -> StreamMeta:
-        from ..kernels.events import HDSNN, motion_kernels
+        from ..kernels.events import DIRECTION_NAMES, HDSNN, direction_angles, motion_kernels
 
-        if self.p["kernel"] % 2 == 0:
+        p = self.p
+        if p["kernel"] % 2 == 0:
             raise StageError("kernel must be odd", "kernel")
-        dt = _us(self.p["dt_ms"])
-        kw = motion_kernels(n_directions=self.p["directions"], speeds_px_per_ms=tuple(self.p["speeds_px_per_ms"]),
-                            K=self.p["kernel"], D=self.p["delays"], dt_us=dt, stride=self.p["stride"])
-        weights, labels, suggested = kw
-        thr = self.p["threshold"] or suggested
-        self.net = HDSNN(self.width, self.height, weights, dt, thr, stride=self.p["stride"])
-        self.labels = tuple(labels)
-        self.window = _us(self.p["window_ms"])
+        if not p["speeds_px_per_ms"] or min(p["speeds_px_per_ms"]) <= 0:
+            raise StageError("speeds must be positive", "speeds_px_per_ms")
+        dt = _us(p["dt_ms"])
+        try:
+            weights, _ = motion_kernels(n_directions=p["directions"], speeds_px_per_ms=tuple(p["speeds_px_per_ms"]),
+                                        K=p["kernel"], D=p["delays"], dt_us=dt, stride=p["stride"],
+                                        interpolation=p["interpolation"])
+        except ValueError as e:
+            raise StageError(str(e), "kernel") from e
+        thr = p["threshold"] or 0.75 * p["delays"]
+        self.net = HDSNN(self.width, self.height, weights, dt, thr, stride=p["stride"], binary=p["binary"])
+        n = p["directions"]
+        self.labels = (tuple(DIRECTION_NAMES) if n == 8 else
+                       tuple(f"{a:g}deg" for a in np.degrees(direction_angles(n)).round(1)))
+        self.n_speeds = len(p["speeds_px_per_ms"])
+        self.window = _us(p["window_ms"])
         self.next_t: int | None = None
-        self.acc = np.zeros(len(self.labels), dtype=np.int64)
+        self.acc = np.zeros(n, dtype=np.int64)
         self.had_events = False
         self.last_t = 0
+        self._last_local = self._last_recv = 0.0
         self.meta_out = StreamMeta(name=f"{meta.name}/{self.name}", type="motion", channels=self.labels,
-                                   nominal_rate=1e3 / self.p["window_ms"], classes=(*self.labels, "none"))
+                                   nominal_rate=1e3 / p["window_ms"], classes=(*self.labels, "none"))
         return self.meta_out
 
     def _add(self, counts: npt.NDArray[np.int32]) -> None:
+        """Spikes per direction (summed over the speeds a direction is tuned to)."""
         if len(counts):
-            self.acc += counts.sum(axis=0)
+            self.acc += counts.sum(axis=0).reshape(-1, self.n_speeds).sum(axis=1)
 
     def process(self, chunk: EventChunk) -> SampleChunk | None:
         ev = chunk.ev
@@ -296,6 +310,7 @@ class HdsnnMotion(_EventStage):
                 self._add(self.net.push(ev[start:i])[1])
                 self.had_events = True
                 self.last_t = int(t[i - 1])
+                self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
             start = i
             self._add(self.net.flush_until(tp)[1])
             if self.had_events:
@@ -309,12 +324,26 @@ class HdsnnMotion(_EventStage):
             self._add(self.net.push(ev[start:])[1])
             self.had_events = True
             self.last_t = int(t[-1])
+            self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
         if pts:
             self.next_t = pts[-1] + self.window
         if not rows:
             return None
         return self._rows(np.stack(rows), stamps, [chunk.t_recv] * len(rows), chunk,
                           label=np.asarray(labels, dtype=np.int16))
+
+    def flush(self) -> SampleChunk | None:
+        """The input ended: complete the delay line and emit the window in progress."""
+        if not self.had_events or self.next_t is None:
+            return None
+        self._add(self.net.flush_until(self.last_t + self.p["delays"] * _us(self.p["dt_ms"]) + 1)[1])
+        total = int(self.acc.sum())
+        label = int(np.argmax(self.acc)) if total >= self.p["min_spikes"] else len(self.labels)
+        row = self.acc.astype(np.float32)[None, :]
+        self.acc[:] = 0
+        self.had_events = False
+        return self._rows(row, [0], [self._last_recv], None, label=np.asarray([label], dtype=np.int16),
+                          t_local=[self._last_local])
 
     def reset(self) -> None:
         self.net.reset()
