@@ -137,7 +137,7 @@ class EventChunk:
 
     ev       EVENT_DTYPE structured array: t int64 µs on the sensor's clock, x/y uint16, p int8 (0/1)
     t_base   this host's monotonic time (s) of sensor time 0, and
-    t_scale  seconds of this host's clock per sensor µs (1e-6 live; 1e-6 / N when a file is replayed at N×):
+    t_scale  seconds of this host's clock per sensor µs (1e-6 live; 1e-6 / N when a file is replayed N times faster):
              an event's local time is t_base + t * t_scale (the source keeps the mapping)
     t_recv   monotonic time the runtime received the chunk
     seq      stream index of the first event; gaps in the indices show events dropped downstream
