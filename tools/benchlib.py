@@ -299,3 +299,40 @@ class LiteRTStep:
             return None
 
         return call
+
+
+# --- interleaved timing (tools/bench_events.py) ----------------------------------------------------
+
+
+def time_interleaved(callers: Mapping[str, Callable[[int], object]], budget_s: float, min_calls: int,
+                     max_calls: int, rounds: int = 5) -> dict[str, npt.NDArray[np.int64]]:
+    """Nanoseconds per call of every callable, the callables taking turns so that a change of the
+    machine's load is shared out between the implementations compared: `rounds` rounds; in each,
+    every callable (in an order rotated by one per round) runs ceil(min_calls / rounds) calls, then
+    more until its share budget_s / rounds has passed (at most ceil(max_calls / rounds) calls). One
+    warm-up call each first. The call index i counts every call of that callable."""
+    names = list(callers)
+    for name in names:
+        callers[name](0)
+    per_min = max(1, -(-min_calls // rounds))
+    per_max = max(per_min, -(-max_calls // rounds))
+    slice_ns = int(budget_s / rounds * 1e9)
+    times: dict[str, list[int]] = {name: [] for name in names}
+    clock = time.perf_counter_ns
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                call, out = callers[name], times[name]
+                deadline = clock() + slice_ns
+                k = 0
+                while k < per_max and (k < per_min or clock() < deadline):
+                    t0 = clock()
+                    call(len(out) + 1)
+                    out.append(clock() - t0)
+                    k += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: np.array(t, dtype=np.int64) for name, t in times.items()}
