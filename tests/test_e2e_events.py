@@ -28,9 +28,9 @@ from spikeline.broker import free_port
 from spikeline.config import parse
 from spikeline.daemon import Daemon
 from spikeline.events import read
-from spikeline.kernels.events import BackgroundActivityFilter
-from spikeline.kernels.evnet import load_evnet
 from spikeline.mqtt import MqttSettings
+
+sys.path.insert(0, str(ROOT / "tools"))
 
 pytestmark = [pytest.mark.data, pytest.mark.broker, pytest.mark.slow]
 
@@ -78,30 +78,18 @@ def nmnist_test(data_dir: Path) -> tuple[list[Path], list[int]]:
 
 
 def nmnist_offline(files: list[Path], pipe: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
-    """The config's denoise over the files as the source plays them (back to back, each starting gap_ms after
-    the previous one ended: the filter's memory runs on across files), then its classifier on each file's
-    events on their own: (probabilities, labels)."""
+    """The training tool's evaluation of the example pipeline (its denoise over the files as the source plays
+    them, then the classifier per file), with the config's settings: (probabilities, labels)."""
+    import train_nmnist
+
     den = next(s for s in pipe["stages"] if s["type"] == "denoise")
     cls = next(s for s in pipe["stages"] if s["type"] == "event_classifier")
-    gap = round(pipe["source"].get("gap_ms", 100) * 1e3)
-    parts, end = [], None
-    for f in files:
-        ev = read(f).events
-        if end is not None:
-            ev["t"] += end + gap + 1 - int(ev["t"][0])
-        end = int(ev["t"][-1])
-        parts.append(ev)
-    kept = BackgroundActivityFilter(34, 34, round(den["filter_ms"] * 1e3)).filter(np.concatenate(parts))
-    net = load_evnet(cls["model"])
-    probs, labels = [], []
-    for part in parts:
-        net.reset()
-        net.push(kept[(kept["t"] >= part["t"][0]) & (kept["t"] <= part["t"][-1])])
-        s = net.scores()
+    out, _ = train_nmnist.stream_predictions(cls["model"], files, den["filter_ms"], pipe["source"]["gap_ms"])
+    probs = []
+    for _, s in out:
         z = np.exp(s - s.max())
         probs.append((z / z.sum()).astype(np.float32))
-        labels.append(int(np.argmax(s)))
-    return np.array(probs), labels
+    return np.array(probs), [p for p, _ in out]
 
 
 def check_digits(rows: list[dict[str, Any]], probs: np.ndarray, labels: list[int], truth: list[int]) -> None:
