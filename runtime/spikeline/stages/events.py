@@ -99,14 +99,29 @@ class Denoise(_EventStage):
 
 # ------------------------------------------------------------------------------- surfaces and frames
 
-def _grid_cuts(t: npt.NDArray[np.int64], nxt: int, step: int) -> tuple[list[int], list[int]]:
-    """Grid points nxt, nxt+step, ... that the events' times reach: (points, index of first event at/after each)."""
-    if len(t) == 0 or int(t[-1]) < nxt:
-        return [], []
-    last = int(t[-1])
-    pts = list(range(nxt, last + 1, step))
-    idx = np.searchsorted(t, np.asarray(pts, dtype=np.int64), side="left").tolist()
-    return pts, idx
+class _Grid:
+    """Points of a grid of sensor time (every `step` µs) that close an interval holding events.
+
+    `cut(t)` gives, for a chunk's event times, the grid points passed since the previous event (as points,
+    and the index of the first event after each). An interval without events gives no point, so a long
+    pause (or a sensor clock that jumps ahead) costs nothing and emits nothing.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.last: int | None = None  # interval index of the newest event seen
+
+    def cut(self, t: npt.NDArray[np.int64]) -> tuple[list[int], list[int]]:
+        g = t // self.step
+        prev = np.empty_like(g)
+        prev[0] = g[0] if self.last is None else self.last
+        prev[1:] = g[:-1]
+        idx = np.flatnonzero(g != prev)
+        self.last = int(g[-1])
+        return ((prev[idx] + 1) * self.step).tolist(), idx.tolist()
+
+    def reset(self) -> None:
+        self.last = None
 
 
 class TimeSurfaceStage(_EventStage):
@@ -123,8 +138,7 @@ class TimeSurfaceStage(_EventStage):
         from ..kernels.events import TimeSurface
 
         self.ts = TimeSurface(self.width, self.height, _us(self.p["tau_ms"]), self.p["polarities"])
-        self.step = _us(self.p["every_ms"])
-        self.next_t: int | None = None
+        self.grid = _Grid(_us(self.p["every_ms"]))
         self.meta_out = meta.derive(type="time_surface", frame=(self.p["polarities"], self.height, self.width),
                                     nominal_rate=1e3 / self.p["every_ms"], sensor=(0, 0))
         return self.meta_out
@@ -134,9 +148,7 @@ class TimeSurfaceStage(_EventStage):
         if len(ev) == 0:
             return None
         t = ev["t"]
-        if self.next_t is None:
-            self.next_t = (int(t[0]) // self.step + 1) * self.step
-        pts, idx = _grid_cuts(t, self.next_t, self.step)
+        pts, idx = self.grid.cut(t)
         frames: list[F32] = []
         stamps: list[int] = []
         start = 0
@@ -147,8 +159,6 @@ class TimeSurfaceStage(_EventStage):
             stamps.append(int(t[i - 1]) if i > 0 else self._last_t)
         self.ts.update(ev[start:])
         self._last_t = int(t[-1])
-        if pts:
-            self.next_t = pts[-1] + self.step
         return self._rows(np.stack(frames) if frames else np.zeros((0,), np.float32), stamps, [chunk.t_recv] * len(stamps),
                           chunk)
 
@@ -156,7 +166,7 @@ class TimeSurfaceStage(_EventStage):
 
     def reset(self) -> None:
         self.ts.reset()
-        self.next_t = None
+        self.grid.reset()
 
 
 class EventFramesStage(_EventStage):
@@ -278,8 +288,7 @@ class HdsnnMotion(_EventStage):
         self.labels = (tuple(DIRECTION_NAMES) if n == 8 else
                        tuple(f"{a:g}deg" for a in np.degrees(direction_angles(n)).round(1)))
         self.n_speeds = len(p["speeds_px_per_ms"])
-        self.window = _us(p["window_ms"])
-        self.next_t: int | None = None
+        self.grid = _Grid(_us(p["window_ms"]))
         self.acc = np.zeros(n, dtype=np.int64)
         self.had_events = False
         self.last_t = 0
@@ -298,9 +307,7 @@ class HdsnnMotion(_EventStage):
         if len(ev) == 0:
             return None
         t = ev["t"]
-        if self.next_t is None:
-            self.next_t = (int(t[0]) // self.window + 1) * self.window
-        pts, idx = _grid_cuts(t, self.next_t, self.window)
+        pts, idx = self.grid.cut(t)
         rows: list[F32] = []
         stamps: list[int] = []
         labels: list[int] = []
@@ -325,8 +332,6 @@ class HdsnnMotion(_EventStage):
             self.had_events = True
             self.last_t = int(t[-1])
             self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
-        if pts:
-            self.next_t = pts[-1] + self.window
         if not rows:
             return None
         return self._rows(np.stack(rows), stamps, [chunk.t_recv] * len(rows), chunk,
@@ -334,7 +339,7 @@ class HdsnnMotion(_EventStage):
 
     def flush(self) -> SampleChunk | None:
         """The input ended: complete the delay line and emit the window in progress."""
-        if not self.had_events or self.next_t is None:
+        if not self.had_events:
             return None
         self._add(self.net.flush_until(self.last_t + self.p["delays"] * _us(self.p["dt_ms"]) + 1)[1])
         total = int(self.acc.sum())
@@ -347,7 +352,7 @@ class HdsnnMotion(_EventStage):
 
     def reset(self) -> None:
         self.net.reset()
-        self.next_t = None
+        self.grid.reset()
         self.acc[:] = 0
         self.had_events = False
 
@@ -383,9 +388,9 @@ class EventClassifier(_EventStage):
         self.classes = tuple(self.net.classes)
         self.gap = round(self.p["gap_ms"] * 1e3)
         self.every = round(self.p["every_ms"] * 1e3)
+        self.grid = _Grid(max(1, self.every))
         self.prev_t: int | None = None
         self.n_burst = 0  # events in the current burst
-        self.next_t: int | None = None
         self.scores = np.zeros(len(self.classes), dtype=np.float32)
         self.last_local = 0.0  # local time and receive time of the newest event pushed
         self.last_recv = 0.0
@@ -425,12 +430,7 @@ class EventClassifier(_EventStage):
             prev[1:] = t[:-1]
             cuts += [(int(i), True) for i in np.flatnonzero(t - prev >= self.gap)]
         if self.every > 0:
-            if self.next_t is None:
-                self.next_t = (int(t[0]) // self.every + 1) * self.every
-            pts, idx = _grid_cuts(t, self.next_t, self.every)
-            cuts += [(i, False) for i in idx]
-            if pts:
-                self.next_t = pts[-1] + self.every
+            cuts += [(i, False) for i in self.grid.cut(t)[1]]
         cuts.sort(key=lambda c: (c[0], not c[1]))
         out: list[tuple[F32, float, float, int]] = []
         start = 0
@@ -463,7 +463,7 @@ class EventClassifier(_EventStage):
         self.net.reset()
         self.n_burst = 0
         self.prev_t = None
-        self.next_t = None
+        self.grid.reset()
 
     def counters(self) -> dict[str, int | float]:
         c = self.net.counters()
