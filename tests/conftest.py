@@ -8,11 +8,15 @@ tools/test.sh, which CI runs) they fail instead, so CI can never pass by skippin
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +128,29 @@ def data_dir() -> Path:
     need(DATA.is_dir(), f"recordings not found at {DATA} (set SPIKELINE_DATA or provide ../shared/data)",
          required=REQUIRE_ALL and os.environ.get("SPIKELINE_REQUIRE_DATA") != "0")
     return DATA
+
+
+async def collect_results(url: str, topic: str, expected: int, run: Callable[[], Awaitable[None]],
+                          timeout: float = 90.0) -> list[dict[str, Any]]:
+    """Subscribe (QoS 1) to `topic` on the broker at `url`, start `run()` (the daemon and whatever feeds it),
+    and collect `expected` JSON results; `run()` is awaited before returning."""
+    import aiomqtt
+
+    from spikeline.mqtt import MqttSettings
+
+    s = MqttSettings.from_url(url)
+    got: list[dict[str, Any]] = []
+    async with aiomqtt.Client(s.host, s.port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
+                              max_queued_incoming_messages=expected * 2 + 100) as sub:
+        await sub.subscribe(topic, qos=1)
+        task = asyncio.create_task(run())
+        try:
+            async with asyncio.timeout(timeout):
+                async for msg in sub.messages:
+                    assert isinstance(msg.payload, bytes)
+                    got.append(json.loads(msg.payload))
+                    if len(got) >= expected:
+                        break
+        finally:
+            await task
+    return got

@@ -12,23 +12,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, collect_results
 from spikeline.broker import free_port
 from spikeline.config import parse
 from spikeline.daemon import Daemon
 from spikeline.events import read
-from spikeline.mqtt import MqttSettings
+from spikeline.pipeline import State
 
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -51,22 +49,7 @@ def deploy_config(name: str, url: str, node: str, source: dict[str, Any]) -> Any
 
 
 async def collect(url: str, topic: str, expected: int, run: Any, timeout: float = 120.0) -> list[dict[str, Any]]:
-    s = MqttSettings.from_url(url)
-    got: list[dict[str, Any]] = []
-    async with aiomqtt.Client(s.host, s.port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
-                              max_queued_incoming_messages=expected * 2 + 100) as sub:
-        await sub.subscribe(topic, qos=1)
-        task = asyncio.create_task(run())
-        try:
-            async with asyncio.timeout(timeout):
-                async for msg in sub.messages:
-                    assert isinstance(msg.payload, bytes)
-                    got.append(json.loads(msg.payload))
-                    if len(got) >= expected:
-                        break
-        finally:
-            await task
-    return got
+    return await collect_results(url, topic, expected, run, timeout)
 
 
 # ---------------------------------------------------------------------------------------------- N-MNIST
@@ -134,7 +117,9 @@ async def test_nmnist_live_over_udp_publishes_the_same_decisions(data_dir: Path,
     async def run() -> None:
         d = asyncio.create_task(daemon.run())
         try:
-            await asyncio.sleep(1.0)
+            async with asyncio.timeout(60):  # the UDP port is bound once the pipeline runs
+                while not (daemon.pipelines and daemon.pipelines[0].state == State.RUNNING):
+                    await asyncio.sleep(0.02)
             # A burst's decision is made when the next event shows the pause: a 101st sample closes the 100th.
             cmd = [sys.executable, "-m", "spikeline", "events", "send", *map(str, files), str(files[0]),
                    "--udp", f"127.0.0.1:{port}", "--speed", "5", "--gap-ms", "100", "--quiet"]

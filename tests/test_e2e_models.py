@@ -13,7 +13,6 @@ Two paths per model:
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 import tomllib
@@ -21,16 +20,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, collect_results
 from spikeline.chunk import SampleChunk, StreamMeta
 from spikeline.config import parse
 from spikeline.daemon import Daemon
 from spikeline.lslcfg import import_pylsl
-from spikeline.mqtt import MqttSettings
 from spikeline.recordings import Recording, load
 from spikeline.registry import resolve
 from spikeline.sources.replay import LslPlayer, build_program
@@ -58,23 +55,7 @@ def deploy_config(name: str, url: str, source: dict[str, Any], node: str) -> Any
 
 
 async def collect(url: str, topic: str, expected: int, run: Any, timeout: float = 90.0) -> list[dict[str, Any]]:
-    """Subscribe, start `run()` (the daemon and whatever feeds it), collect `expected` results."""
-    s = MqttSettings.from_url(url)
-    got: list[dict[str, Any]] = []
-    async with aiomqtt.Client(s.host, s.port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
-                              max_queued_incoming_messages=expected * 2 + 100) as sub:
-        await sub.subscribe(topic, qos=1)
-        task = asyncio.create_task(run())
-        try:
-            async with asyncio.timeout(timeout):
-                async for msg in sub.messages:
-                    assert isinstance(msg.payload, bytes)
-                    got.append(json.loads(msg.payload))
-                    if len(got) >= expected:
-                        break
-        finally:
-            await task
-    return got
+    return await collect_results(url, topic, expected, run, timeout)
 
 
 # ----------------------------------------------------------------------------------------------- EEG

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,3 +50,12 @@ class Source(Component):
 
     def stop(self) -> None:
         """Ask `run` to return soon (called on the event loop thread)."""
+
+
+async def sleep_until(due: float, stopping: asyncio.Event) -> bool:
+    """Sleep until monotonic time `due` (a paced replay's next hand-over); False if `stopping` was set meanwhile."""
+    delay = due - time.monotonic()
+    if delay > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+    return not stopping.is_set()

@@ -40,7 +40,7 @@ from ..events import formats as _formats
 from ..events.rate import EventGate
 from ..events.udp import AEStreamDecoder
 from ..params import Param
-from .base import Source, SourceError
+from .base import Source, SourceError, sleep_until
 
 log = logging.getLogger("spikeline.events")
 
@@ -145,13 +145,6 @@ class EventFileSource(Source):
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _sleep_until(self, due: float) -> bool:
-        delay = due - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        return not self._stopping.is_set()
-
     async def run(self, put: Callable[[EventChunk], None]) -> None:
         if self.meta is None:
             raise SourceError("event_file: run() before open()")
@@ -193,7 +186,7 @@ class EventFileSource(Source):
                             t_base = time.monotonic() - int(block["t"][0]) * scale
                         for part in self._split(block, speed, chunk_us, p["chunk_events"], queue):
                             if speed > 0:
-                                if not await self._sleep_until(t_base + int(part["t"][-1]) * scale):
+                                if not await sleep_until(t_base + int(part["t"][-1]) * scale, self._stopping):
                                     return
                                 now = time.monotonic()
                                 base = t_base

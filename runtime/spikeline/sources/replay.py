@@ -41,7 +41,7 @@ import numpy.typing as npt
 from ..chunk import SampleChunk, StreamMeta
 from ..params import Param
 from ..recordings import KINDS, Marker, Recording, RecordingError, load
-from .base import Source, SourceError
+from .base import Source, SourceError, sleep_until
 
 log = logging.getLogger("spikeline.replay")
 
@@ -228,14 +228,6 @@ class ReplaySource(Source):
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _sleep_until(self, due: float) -> bool:
-        """False when stopped meanwhile."""
-        delay = due - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        return not self._stopping.is_set()
-
     async def run(self, put: Callable[[SampleChunk], None]) -> None:
         prog = self.program
         if prog is None:
@@ -258,7 +250,7 @@ class ReplaySource(Source):
                     e = min(len(data), s + rows)
                     tr = t_rec[s:e] + base
                     if speed > 0:
-                        if not await self._sleep_until(start + tr[-1] / speed):
+                        if not await sleep_until(start + tr[-1] / speed, self._stopping):
                             return
                         t = start + tr / speed
                         now = time.monotonic()
