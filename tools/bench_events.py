@@ -21,8 +21,9 @@ prepared outside the timed region (bytes in memory, tonic's structured dtype, ch
   RefractoryFilter (1 ms), TimeSurface.update (tau 50 ms), TimeSurface.update + sample on a 10 ms
   grid, sample alone (µs per surface), denoise + time surface (BackgroundActivityFilter then
   TimeSurface.update on the kept events), EventFrames (10 ms windows), VoxelGrid (10 ms windows, 5
-  bins) and HDSNN with the `hdsnn` stage's defaults (8 directions, 0.5 px/ms, K 7, D 8, dt 1 ms,
-  stride 4, the weights from motion_kernels as the stage builds them). Chunkings: "whole" (the
+  bins) and HDSNN built as the `hdsnn` stage builds it with its default parameters (read from
+  spikeline.stages.events.HdsnnMotion at run time: weights from motion_kernels, threshold 0 meaning
+  0.75 x delays, binary pooling; the values used are in the kernels family's meta). Chunkings: "whole" (the
   recording in one call), "1ms" and "1000ev" (what a pipeline does: one call per chunk; the row's
   time covers the whole recording, so per-call overhead is included). Baselines: the numpy
   references ("*Ref", on the first events of the recording: see the events column) and tonic 1.7's
@@ -73,7 +74,6 @@ FAMILIES = ("decode", "kernels", "evnet", "udp", "udp_e2e")
 TITLES = {"decode": "File decoders", "kernels": "Event kernels", "evnet": "N-MNIST EventNet",
           "udp": "AEStream UDP decoder", "udp_e2e": "OPTIONAL: event_udp source end to end on loopback"}
 TONIC_DTYPE = np.dtype([("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
-HDSNN_STAGE = {"directions": 8, "speeds_px_per_ms": (0.5,), "kernel": 7, "delays": 8, "dt_ms": 1.0, "stride": 4}
 Caller = Callable[[int], object]
 
 
@@ -249,19 +249,34 @@ def _chunkings(ev: Events) -> dict[str, list[Events]]:
     return {"whole": [ev], "1ms": _split_time(ev, 1000), "1000ev": _split_count(ev, 1000)}
 
 
-def _hdsnn_params(w: int, h: int) -> tuple[npt.NDArray[np.float32], int, float, int, str]:
-    """The hdsnn stage's defaults: weights, dt_us, threshold, stride, and where the threshold came from."""
+def hdsnn_stage_defaults() -> dict[str, Any]:
+    """The `hdsnn` stage's parameter defaults, read from the stage class (so the benchmark follows them)."""
+    from spikeline.stages.events import HdsnnMotion
+
+    return {k: v.default for k, v in HdsnnMotion.params.items() if not v.required}
+
+
+def _hdsnn_make(w: int, h: int) -> tuple[Callable[[type[Any]], Any], dict[str, Any]]:
+    """A factory of HDSNN-like kernels (compiled or reference class) built as the hdsnn stage's _start
+    builds its layer with the default parameters, and the parameters used."""
     from spikeline.kernels.events import motion_kernels
 
-    p = HDSNN_STAGE
+    p = hdsnn_stage_defaults()
     dt = round(p["dt_ms"] * 1000)
-    res = motion_kernels(n_directions=p["directions"], speeds_px_per_ms=p["speeds_px_per_ms"], K=p["kernel"],
-                         D=p["delays"], dt_us=dt, stride=p["stride"])
-    if len(res) >= 3:
-        return res[0], dt, float(res[2]), p["stride"], "motion_kernels' suggested threshold (the stage's default)"
-    # motion_kernels returns (weights, labels) in this tree while the stage unpacks a third value (the
-    # suggested threshold): 0.75 D, the "shipped-style" threshold of tests/test_hdsnn.py.
-    return res[0], dt, 0.75 * p["delays"], p["stride"], "0.75 x delays (motion_kernels returns no threshold here)"
+    kw: dict[str, Any] = {"n_directions": p["directions"], "speeds_px_per_ms": tuple(p["speeds_px_per_ms"]),
+                          "K": p["kernel"], "D": p["delays"], "dt_us": dt, "stride": p["stride"]}
+    if "interpolation" in p:
+        kw["interpolation"] = p["interpolation"]
+    wt = motion_kernels(**kw)[0]
+    thr = float(p.get("threshold") or 0.75 * p["delays"])  # the stage: threshold 0 means 0.75 x delays
+    extra = {"binary": bool(p["binary"])} if "binary" in p else {}
+
+    def make(cls: type[Any]) -> Any:
+        return cls(w, h, wt, dt, thr, stride=p["stride"], **extra)
+
+    used = {**{k: (list(v) if isinstance(v, tuple | list) else v) for k, v in p.items()}, "dt_us": dt,
+            "threshold_used": thr, "weights_shape": list(wt.shape)}
+    return make, used
 
 
 def _kernel_family(name: str, ev: Events, sensor: tuple[int, int], sub: Events, b: Budget, data: str,
@@ -382,13 +397,12 @@ def _kernel_family(name: str, ev: Events, sensor: tuple[int, int], sub: Events, 
             wins = [_tonic_events(c) for c in _split_time(sub, 10_000)]
             cases["tonic ToVoxelGrid per window"] = (lambda _: [tv(x) for x in wins], len(sub))
     elif name == "hdsnn":
-        wt, dt, thr, stride, _ = _hdsnn_params(w, h)
+        make, used = _hdsnn_make(w, h)
         for c, chunks in cuts.items():
-            cases[f"compiled {c}"] = (method(lambda: K.HDSNN(w, h, wt, dt, thr, stride=stride), "push", chunks), n)
+            cases[f"compiled {c}"] = (method(lambda: make(K.HDSNN), "push", chunks), n)
         if baselines and not b.quick:
-            tiny = sub[: np.searchsorted(sub["t"], sub["t"][0] + 3 * dt)]
-            cases["numpy ref (dense)"] = (method(lambda: K.HDSNNRef(w, h, wt, dt, thr, stride=stride), "push",
-                                                 [tiny]), len(tiny))
+            tiny = sub[: np.searchsorted(sub["t"], sub["t"][0] + 3 * used["dt_us"])]
+            cases["numpy ref (dense)"] = (method(lambda: make(K.HDSNNRef), "push", [tiny]), len(tiny))
     else:
         raise ValueError(name)
     rows = _measure(cases, b, case=name, data=data)
@@ -457,8 +471,8 @@ def run_kernels(b: Budget) -> dict[str, Any]:
         results += _kernel_family(name, nm, (34, 34), nm_sub, b, "nmnist stream", ("whole", "1ms"),
                                   name in ("baf", "denoise+ts", "hdsnn") and not b.quick)
     results += _ts_sample_rows(sensor, ev, b, "dvxplorer")
-    wt, dt, thr, stride, thr_from = _hdsnn_params(*sensor)
-    net = K.HDSNN(sensor[0], sensor[1], wt, dt, thr, stride=stride)
+    make, used = _hdsnn_make(*sensor)
+    net = make(K.HDSNN)
     net.push(ev)
     c = net.counters
     bafk = K.BackgroundActivityFilter(sensor[0], sensor[1], 10_000)
@@ -470,8 +484,7 @@ def run_kernels(b: Budget) -> dict[str, Any]:
         "dvxplorer_long": {"events": len(long), "repeats": reps},
         "nmnist_stream": {"events": len(nm), "sensor": [34, 34]},
         "baseline_events": {"dvxplorer": len(sub), "nmnist stream": len(nm_sub)},
-        "hdsnn": {**HDSNN_STAGE, "speeds_px_per_ms": list(HDSNN_STAGE["speeds_px_per_ms"]), "threshold": thr,
-                  "threshold_from": thr_from, "weights_shape": list(wt.shape),
+        "hdsnn": {**used,
                   "synops_per_event": round(c["synops"] / max(c["events"], 1), 1),
                   "spikes_per_event": round(c["spikes"] / max(c["events"], 1), 3)},
     }
