@@ -93,3 +93,19 @@ def test_gate_never_exceeds_the_bucket_and_counts_every_drop(sizes: list[int], g
         # what got through never exceeds the initial burst plus what the elapsed time refilled
         assert total_out <= g.capacity + now * rate + 1e-6
     assert total_in == total_out + g.dropped_rate
+
+
+async def test_queue_carries_ticks_and_keeps_only_the_newest_of_consecutive_ones() -> None:
+    q = SampleQueue(100)
+    c = EventChunk(ev=events(np.arange(10)), t_base=0, t_recv=0, seq=0, meta=META)
+    q.put(c)
+    q.put(c.tick(50))
+    q.put(c.tick(60))  # replaces the tick before it: it says more
+    q.put(c.take(0, 0))  # an empty chunk that is not a tick carries nothing
+    assert len(q) == 10 and q.dropped == 0
+    got = [await q.get(), await q.get()]
+    assert got[0] is c
+    assert got[1] is not None and isinstance(got[1], EventChunk) and got[1].is_tick and got[1].until == 60
+    assert got[1].seq == 10
+    q.close()
+    assert await q.get() is None

@@ -122,6 +122,30 @@ async def test_paced_replay_hands_chunks_over_when_due_never_early() -> None:
 
 
 @pytest.mark.data
+async def test_paced_replay_ticks_through_pauses_so_stages_need_not_wait_for_the_next_event() -> None:
+    files = _files(2)
+    ctx = _ctx()
+    src = EventFileSource(_params(EventFileSource, file=str(files[0]), files=[str(files[1])], speed=2.0,
+                                  gap_ms=300, tick_ms=10), ctx)
+    await src.open()
+    chunks = await _collect(src)
+    ticks = [c for c in chunks if c.is_tick]
+    events = [c for c in chunks if not c.is_tick]
+    assert sum(len(c) for c in events) == sum(len(read(f).events) for f in files)
+    (_, second_seq, _) = src.file_starts[1]
+    first = next(c for c in events if c.seq == second_seq)
+    last_before = max(int(c.ev["t"][-1]) for c in events if c.seq < second_seq)
+    in_pause = [c for c in ticks if c.seq == second_seq]
+    # 300 ms of sensor time at 2x: 150 ms of waiting, a tick every 10 ms
+    assert len(in_pause) >= 8
+    untils = [c.until for c in in_pause]
+    assert untils == sorted(untils)
+    assert last_before < untils[0] and untils[-1] < int(first.ev["t"][0])
+    for c in in_pause:  # a tick never claims more than the time that has passed
+        assert c.until is not None and float(c.local_time(c.until)) <= c.t_recv + 1e-6
+
+
+@pytest.mark.data
 async def test_real_recording_replays_at_real_time_with_the_rate_cap_counting_what_it_thins() -> None:
     need(AEDAT.exists(), f"{AEDAT} not found")
     ctx = _ctx()
@@ -224,7 +248,8 @@ async def test_udp_source_receives_aestream_datagrams_exactly(timestamps: bool) 
         np.testing.assert_array_equal(got["t"], ev["t"])
         # the sender's clock is mapped to ours: no event is stamped after it was received
         for c in chunks:
-            assert float(c.local_time(c.ev["t"][-1])) <= c.t_recv + 1e-6
+            newest = c.until if c.is_tick else c.ev["t"][-1]
+            assert float(c.local_time(newest)) <= c.t_recv + 1e-6
     else:  # stamped on arrival, on this host's monotonic clock (µs)
         assert np.all(np.diff(got["t"]) >= 0)
         assert abs(int(got["t"][-1]) * 1e-6 - time.monotonic()) < 10

@@ -162,3 +162,47 @@ async def test_hdsnn_stage_names_the_direction_of_moving_dots(tmp_path: Path, k:
     labels = [r["label"] for r in runs[0]]
     assert len(labels) == 4  # 200 ms in 50 ms windows
     assert labels.count(DIRECTION_NAMES[k]) >= 3, labels
+
+
+def test_ticks_let_stages_decide_when_time_passes_without_events() -> None:
+    """A burst's decision (event_classifier) and a window's direction (hdsnn) come with the tick that shows
+    the pause, equal to what the next event or the end of input would have given."""
+    from spikeline.chunk import EventChunk, StreamMeta
+    from spikeline.stages import build_stage
+
+    (f,) = _files(1)
+    ev = read(f).events
+    meta = StreamMeta(name="cam", type="events", channels=(), nominal_rate=1e6, sensor=(34, 34))
+    chunk = EventChunk(ev=ev, t_base=100.0, t_recv=101.0, seq=0, meta=meta)
+    last = int(ev["t"][-1])
+
+    cls = build_stage("event_classifier", {"model": "nmnist-evnet", "gap_ms": 50})
+    cls.start(meta)
+    assert cls.process(chunk) is None  # the burst may go on
+    assert cls.process(chunk.tick(last + 40_000)) is None  # 40 ms of quiet: not yet a pause of 50
+    out = cls.process(chunk.tick(last + 50_000))
+    assert out is not None and len(out) == 1 and out.label is not None
+    ref = build_stage("event_classifier", {"model": "nmnist-evnet", "gap_ms": 50})
+    ref.start(meta)
+    ref.process(chunk)
+    want = ref.flush()
+    assert want is not None and want.label is not None
+    assert out.label.tolist() == want.label.tolist()
+    np.testing.assert_array_equal(out.data, want.data)
+    assert out.t[0] == pytest.approx(100.0 + last * 1e-6)  # stamped with the burst's newest event
+    assert cls.flush() is None  # decided once
+    later = ev.copy()
+    later["t"] += last + 100_000
+    nxt = cls.process(EventChunk(ev=later, t_base=100.0, t_recv=102.0, seq=len(ev), meta=meta))
+    assert nxt is None  # the next burst starts afresh: no second decision about the first
+
+    hd = build_stage("hdsnn", {"window_ms": 50, "min_spikes": 1})
+    hd.start(meta)
+    rows = hd.process(chunk)
+    n_before = 0 if rows is None else len(rows)
+    end = (last // 50_000 + 1) * 50_000
+    assert hd.process(chunk.tick(end - 1)) is None  # the window in progress is not over yet
+    closed = hd.process(chunk.tick(end))
+    assert closed is not None and len(closed) == 1
+    assert hd.flush() is None
+    assert n_before >= 1

@@ -142,6 +142,9 @@ class EventChunk:
     t_recv   monotonic time the runtime received the chunk
     seq      stream index of the first event; gaps in the indices show events dropped downstream
              of the source (queue overflow); the source's own rate controller counts its drops
+    until    set on a *tick*, a chunk without events that says "no event before sensor time `until`
+             will follow": a live source sends ticks while its sensor is quiet, so stages that decide when
+             time passes (the end of a burst, of a window) can decide without waiting for the next event
     """
 
     ev: Events
@@ -151,6 +154,7 @@ class EventChunk:
     meta: StreamMeta
     t_scale: float = 1e-6
     t_done: float = 0.0
+    until: int | None = None
 
     def __post_init__(self) -> None:
         if self.ev.dtype != EVENT_DTYPE or self.ev.ndim != 1:
@@ -160,6 +164,15 @@ class EventChunk:
 
     def __len__(self) -> int:
         return int(self.ev.shape[0])
+
+    @property
+    def is_tick(self) -> bool:
+        return self.until is not None and self.ev.shape[0] == 0
+
+    def tick(self, until: int) -> EventChunk:
+        """A tick of this stream (same time mapping and seq position), for `until`."""
+        return EventChunk(ev=self.ev[:0], t_base=self.t_base, t_recv=self.t_recv, seq=self.seq + len(self),
+                          meta=self.meta, t_scale=self.t_scale, until=until)
 
     def take(self, start: int, stop: int | None = None, step: int = 1) -> EventChunk:
         """Events start:stop (the queue's drop policy). `step` must be 1: event indices stay dense."""

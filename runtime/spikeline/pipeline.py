@@ -12,7 +12,7 @@ import math
 import time
 from enum import Enum
 
-from .chunk import Chunk, StreamMeta
+from .chunk import Chunk, EventChunk, StreamMeta
 from .config import ComponentConfig, PipelineConfig
 from .metrics import PipelineMetrics
 from .mqtt import MqttPublisher
@@ -174,7 +174,7 @@ class Pipeline:
                 raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed on {what} "
                                    f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {e}") from e
             m.record_stage(st.name, perf() - t0)
-            if res is None or len(res) == 0:
+            if res is None or (len(res) == 0 and not (isinstance(res, EventChunk) and res.is_tick)):
                 return
             out = res
         out.t_done = time.monotonic()

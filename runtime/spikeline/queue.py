@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from .chunk import Chunk
+from .chunk import Chunk, EventChunk
 
 
 class SampleQueue:
@@ -37,7 +37,15 @@ class SampleQueue:
 
     def put(self, chunk: Chunk) -> None:
         n = len(chunk)
-        if n == 0 or self._closed:
+        if self._closed:
+            return
+        if n == 0:
+            if isinstance(chunk, EventChunk) and chunk.is_tick:  # time passes on a quiet event stream
+                if self._chunks and isinstance(last := self._chunks[-1], EventChunk) and last.is_tick:
+                    self._chunks[-1] = chunk  # a newer tick says all an older one said
+                else:
+                    self._chunks.append(chunk)
+                self._ready.set()
             return
         if n > self.capacity:
             self.dropped += n - self.capacity

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chunk import EventChunk, Events, StreamMeta
+from ..chunk import EVENT_DTYPE, EventChunk, Events, StreamMeta
 from ..events import formats as _formats
 from ..events.rate import EventGate
 from ..events.udp import AEStreamDecoder
@@ -45,6 +45,9 @@ from .base import Source, SourceError, sleep_until
 log = logging.getLogger("spikeline.events")
 
 BLOCK_EVENTS = 1 << 18  # events read from a file per worker-thread call
+_TICK = Param("number", 10.0, min=0,
+               help="while no event arrives, tell the stages every tick_ms that time has passed (so a burst's "
+                    "or a window's end is decided without waiting for the next event); 0 = never")
 _RATE_PARAMS = {
     "max_rate": Param("number", 5e6, min=0,
                       help="cap in events/s on this host's clock (0 = none); above it events are thinned evenly "
@@ -99,6 +102,7 @@ class EventFileSource(Source):
         "sensor": Param("number_list", [], check=_check_sensor,
                         help="[width, height] for files that do not state it (numpy, CSV)"),
         "stream_name": Param("str", "", help="stream name (default events-<first file>)"),
+        "tick_ms": _TICK,
         **_RATE_PARAMS,
     }
 
@@ -186,7 +190,7 @@ class EventFileSource(Source):
                             t_base = time.monotonic() - int(block["t"][0]) * scale
                         for part in self._split(block, speed, chunk_us, p["chunk_events"], queue):
                             if speed > 0:
-                                if not await sleep_until(t_base + int(part["t"][-1]) * scale, self._stopping):
+                                if not await self._wait(put, t_base, scale, end_t, part, seq):
                                     return
                                 now = time.monotonic()
                                 base = t_base
@@ -214,6 +218,23 @@ class EventFileSource(Source):
             if not p["loop"]:
                 return
 
+    async def _wait(self, put: Callable[[EventChunk], None], t_base: float, scale: float, last_t: int | None,
+                    part: Events, seq: int) -> bool:
+        """Sleep until `part` is due; meanwhile, every tick_ms, a tick saying no event comes before now.
+        False if stopped meanwhile."""
+        due = t_base + int(part["t"][-1]) * scale
+        tick = self.p["tick_ms"] / 1e3
+        assert self.meta is not None
+        while tick > 0 and last_t is not None and time.monotonic() + tick < due:
+            if not await sleep_until(time.monotonic() + tick, self._stopping):
+                return False
+            now = time.monotonic()
+            until = min(int((now - t_base) / scale), int(part["t"][0]) - 1)
+            if until > last_t:
+                put(EventChunk(ev=part[:0], t_base=t_base, t_recv=now, seq=seq, meta=self.meta, t_scale=scale,
+                               until=until))
+        return await sleep_until(due, self._stopping)
+
     @staticmethod
     def _split(block: Events, speed: float, chunk_us: int, chunk_events: int, queue: Any) -> list[Events]:
         """The block cut into chunks: `chunk_us` of sensor time each when paced, `chunk_events` at speed 0."""
@@ -227,6 +248,7 @@ class EventFileSource(Source):
 
 # ------------------------------------------------------------------------------------------------ UDP
 
+_NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
 
 
@@ -244,6 +266,7 @@ class EventUdpSource(Source):
         "max_pending": Param("int", 64, min=1, help="batches waiting for the event loop; beyond it they are dropped "
                                                   "and counted (dropped_queue)"),
         "stream_name": Param("str", "", help="stream name (default udp-<port>)"),
+        "tick_ms": _TICK,
         **_RATE_PARAMS,
     }
 
@@ -310,13 +333,18 @@ class EventUdpSource(Source):
         def overflow(n: int) -> None:
             m.dropped_queue += n
 
+        def tick(until: int, t_base: float, t_recv: float) -> None:
+            with self._lock:
+                self._pending -= 1
+            put(EventChunk(ev=_NO_EVENTS, t_base=t_base, t_recv=t_recv, seq=seq, meta=meta, until=until))
+
         try:
-            await asyncio.to_thread(self._reader, loop, deliver, overflow)
+            await asyncio.to_thread(self._reader, loop, deliver, overflow, tick)
         finally:
             self._sock.close()
 
     def _reader(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[Events, float, float], None],
-                overflow: Callable[[int], None]) -> None:
+                overflow: Callable[[int], None], tick: Callable[[int, float, float], None]) -> None:
         assert self._sock is not None and self.meta is not None
         sock = self._sock
         dec = AEStreamDecoder(self.meta.sensor)
@@ -326,6 +354,11 @@ class EventUdpSource(Source):
         period = self.p["chunk_ms"] / 1e3
         offset: float | None = None  # local clock minus sender clock (s): the smallest seen, i.e. least delayed
         max_pending = self.p["max_pending"]
+        tick_s = self.p["tick_ms"] / 1e3
+        if tick_s > 0:
+            sock.settimeout(min(0.05, tick_s))
+        last_t: int | None = None  # newest event handed over (sensor µs)
+        last_packet = last_tick = 0.0
         clock = time.monotonic
         while not self._stop.is_set():
             try:
@@ -339,6 +372,7 @@ class EventUdpSource(Source):
                 raise
             now = clock()
             if got:
+                last_packet = now
                 self.packets += 1
                 for level, kind, payload in anc:
                     if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
@@ -366,4 +400,17 @@ class EventUdpSource(Source):
                 if full:
                     loop.call_soon_threadsafe(overflow, len(ev))
                 else:
+                    last_t = int(ev["t"][-1])
                     loop.call_soon_threadsafe(deliver, ev, offset, now)
+            elif (tick_s > 0 and not batch and offset is not None and last_t is not None
+                  and now - last_packet >= tick_s and now - last_tick >= tick_s):
+                # quiet: no event older than (sender's now - one tick) can still come, barring reordering
+                until = int((now - offset - tick_s) * 1e6)
+                if until > last_t:
+                    last_tick = now
+                    with self._lock:
+                        full = self._pending >= max_pending
+                        if not full:
+                            self._pending += 1
+                    if not full:
+                        loop.call_soon_threadsafe(tick, until, offset, now)

@@ -81,6 +81,9 @@ class Denoise(_EventStage):
         return meta
 
     def process(self, chunk: EventChunk) -> EventChunk | None:
+        if chunk.is_tick:  # pass the passing of time on
+            return EventChunk(ev=chunk.ev, t_base=chunk.t_base, t_recv=chunk.t_recv, seq=self.out_seq,
+                              meta=self.meta_out, t_scale=chunk.t_scale, until=chunk.until)
         kept = self.filt.filter(chunk.ev)
         if len(kept) == 0:
             return None
@@ -302,53 +305,59 @@ class HdsnnMotion(_EventStage):
         if len(counts):
             self.acc += counts.sum(axis=0).reshape(-1, self.n_speeds).sum(axis=1)
 
+    def _close(self, end_us: int, rows: list[tuple[F32, int, float]]) -> None:
+        """Complete the delay line up to `end_us` and close the window in progress: a row if it had events,
+        stamped with the local time of its newest event."""
+        self._add(self.net.flush_until(end_us)[1])
+        if self.had_events:
+            total = int(self.acc.sum())
+            rows.append((self.acc.astype(np.float32),
+                         int(np.argmax(self.acc)) if total >= self.p["min_spikes"] else len(self.labels),
+                         self._last_local))
+        self.acc[:] = 0
+        self.had_events = False
+
+    def _push(self, chunk: EventChunk, start: int, stop: int) -> None:
+        if stop > start:
+            self._add(self.net.push(chunk.ev[start:stop])[1])
+            self.had_events = True
+            self.last_t = int(chunk.ev["t"][stop - 1])
+            self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
+
     def process(self, chunk: EventChunk) -> SampleChunk | None:
+        rows: list[tuple[F32, int, float]] = []
+        if chunk.is_tick:
+            assert chunk.until is not None
+            if self.had_events and self.grid.last is not None:
+                end = (self.grid.last + 1) * self.grid.step
+                if chunk.until >= end:  # the window in progress is over: no need to wait for the next event
+                    self._close(end, rows)
+                    self.grid.last = None
+            return self._out(rows, chunk.t_recv)
         ev = chunk.ev
         if len(ev) == 0:
             return None
-        t = ev["t"]
-        pts, idx = self.grid.cut(t)
-        rows: list[F32] = []
-        stamps: list[int] = []
-        labels: list[int] = []
+        pts, idx = self.grid.cut(ev["t"])
         start = 0
         for tp, i in zip(pts, idx, strict=True):
-            if i > start:
-                self._add(self.net.push(ev[start:i])[1])
-                self.had_events = True
-                self.last_t = int(t[i - 1])
-                self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
-            start = i
-            self._add(self.net.flush_until(tp)[1])
-            if self.had_events:
-                rows.append(self.acc.astype(np.float32))
-                stamps.append(self.last_t)
-                total = int(self.acc.sum())
-                labels.append(int(np.argmax(self.acc)) if total >= self.p["min_spikes"] else len(self.labels))
-            self.acc[:] = 0
-            self.had_events = False
-        if start < len(ev):
-            self._add(self.net.push(ev[start:])[1])
-            self.had_events = True
-            self.last_t = int(t[-1])
-            self._last_local, self._last_recv = float(chunk.local_time(self.last_t)), chunk.t_recv
+            self._push(chunk, start, i)
+            start = max(start, i)
+            self._close(tp, rows)
+        self._push(chunk, start, len(ev))
+        return self._out(rows, chunk.t_recv)
+
+    def _out(self, rows: list[tuple[F32, int, float]], t_recv: float) -> SampleChunk | None:
         if not rows:
             return None
-        return self._rows(np.stack(rows), stamps, [chunk.t_recv] * len(rows), chunk,
-                          label=np.asarray(labels, dtype=np.int16))
+        return self._rows(np.stack([r[0] for r in rows]), [0] * len(rows), [t_recv] * len(rows), None,
+                          label=np.asarray([r[1] for r in rows], dtype=np.int16), t_local=[r[2] for r in rows])
 
     def flush(self) -> SampleChunk | None:
         """The input ended: complete the delay line and emit the window in progress."""
-        if not self.had_events:
-            return None
-        self._add(self.net.flush_until(self.last_t + self.p["delays"] * _us(self.p["dt_ms"]) + 1)[1])
-        total = int(self.acc.sum())
-        label = int(np.argmax(self.acc)) if total >= self.p["min_spikes"] else len(self.labels)
-        row = self.acc.astype(np.float32)[None, :]
-        self.acc[:] = 0
-        self.had_events = False
-        return self._rows(row, [0], [self._last_recv], None, label=np.asarray([label], dtype=np.int16),
-                          t_local=[self._last_local])
+        rows: list[tuple[F32, int, float]] = []
+        if self.had_events:
+            self._close(self.last_t + self.p["delays"] * _us(self.p["dt_ms"]) + 1, rows)
+        return self._out(rows, self._last_recv)
 
     def reset(self) -> None:
         self.net.reset()
@@ -415,6 +424,8 @@ class EventClassifier(_EventStage):
             self.last_recv = chunk.t_recv
 
     def process(self, chunk: EventChunk) -> SampleChunk | None:
+        if chunk.is_tick:
+            return self._tick(chunk)
         ev = chunk.ev
         n = len(ev)
         if n == 0:
@@ -442,6 +453,22 @@ class EventClassifier(_EventStage):
                 self.net.reset()
                 self.n_burst = 0
         self._push(chunk, start, n)
+        return self._decisions(out)
+
+    def _tick(self, chunk: EventChunk) -> SampleChunk | None:
+        """Time passed without events: decide on a burst whose pause is already long enough, or on a grid
+        interval that is over, now rather than when the next event arrives."""
+        assert chunk.until is not None
+        out: list[tuple[F32, float, float, int]] = []
+        if self.n_burst and self.prev_t is not None:
+            if self.gap > 0 and chunk.until - self.prev_t >= self.gap:
+                self._decide(out, chunk.t_recv)
+                self.net.reset()
+                self.n_burst = 0
+                self.grid.last = None
+            elif self.every > 0 and self.grid.last is not None and chunk.until >= (self.grid.last + 1) * self.every:
+                self._decide(out, chunk.t_recv)
+                self.grid.last = None
         return self._decisions(out)
 
     def _decisions(self, out: list[tuple[F32, float, float, int]]) -> SampleChunk | None:
