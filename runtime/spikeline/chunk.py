@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,8 @@ class StreamMeta:
     # Streams whose rows are images (event frames, time surfaces, voxel grids): the shape of one row, e.g.
     # (polarities, height, width), row-major. Such streams have n_channels = prod(frame) and no channel names.
     frame: tuple[int, ...] = ()
+    # Gateway mode: the table of devices whose slots SampleChunk.streams refers to (not part of equality).
+    devices: Any = field(default=None, compare=False, hash=False)
 
     @property
     def n_channels(self) -> int:
@@ -60,6 +63,9 @@ class SampleChunk:
     seq      stream index of the first row's source sample; row i comes from source sample
              seq + i * stride (stride > 1 after decimation); gaps in the indices show drops
     label    optional int16 (n,) class index per row (decision stages), see StreamMeta.classes
+    streams  gateway mode (many devices in one pipeline): int32 (n,) the device slot of each row, and
+    row_seq  int64 (n,) each row's sample index on its own device (seq/stride then do not apply); the
+             slots' names are in meta.devices (a spikeline.gateway.DeviceTable)
     """
 
     data: F32
@@ -70,6 +76,8 @@ class SampleChunk:
     label: npt.NDArray[np.int16] | None = None
     stride: int = 1
     t_done: float = 0.0  # monotonic time the last stage finished this chunk (set by the pipeline)
+    streams: npt.NDArray[np.int32] | None = None
+    row_seq: npt.NDArray[np.int64] | None = None
 
     def __post_init__(self) -> None:
         d = self.data
@@ -85,7 +93,9 @@ class SampleChunk:
         return int(self.data.shape[0])
 
     def seqs(self) -> npt.NDArray[np.int64]:
-        """Source sample index of every row."""
+        """Source sample index of every row (on its own device in gateway mode)."""
+        if self.row_seq is not None:
+            return self.row_seq
         return self.seq + self.stride * np.arange(len(self), dtype=np.int64)
 
     def take(self, start: int, stop: int | None = None, step: int = 1) -> SampleChunk:
@@ -100,14 +110,25 @@ class SampleChunk:
             meta=self.meta,
             label=None if self.label is None else self.label[rows],
             stride=self.stride * step,
+            streams=None if self.streams is None else self.streams[rows],
+            row_seq=None if self.row_seq is None else self.row_seq[rows],
         )
+
+    def select(self, rows: npt.NDArray[np.intp]) -> SampleChunk:
+        """Some rows, by index (gateway stages emitting per-device rows)."""
+        return SampleChunk(
+            data=np.ascontiguousarray(self.data[rows]), t=self.t[rows], t_recv=self.t_recv[rows], seq=self.seq,
+            meta=self.meta, label=None if self.label is None else self.label[rows], stride=self.stride,
+            streams=None if self.streams is None else self.streams[rows],
+            row_seq=None if self.row_seq is None else self.row_seq[rows])
 
     def with_data(self, data: F32, meta: StreamMeta | None = None,
                   label: npt.NDArray[np.int16] | None = None) -> SampleChunk:
         """Same rows and timestamps, new values (a stage that maps row to row)."""
         return SampleChunk(data=data, t=self.t, t_recv=self.t_recv, seq=self.seq,
                            meta=self.meta if meta is None else meta,
-                           label=self.label if label is None else label, stride=self.stride)
+                           label=self.label if label is None else label, stride=self.stride,
+                           streams=self.streams, row_seq=self.row_seq)
 
 
 # One address-event: time in microseconds, pixel column x, row y, polarity p (1 = ON, 0 = OFF).

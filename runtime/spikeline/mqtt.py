@@ -87,12 +87,13 @@ class MqttSettings:
 class _Batch:
     """Rows of one output chunk waiting to be published (the unit of the offline buffer)."""
 
-    topic: str
+    topic: str  # with "{device}" in it, filled per row from `devices` (gateway mode)
     chunk: SampleChunk
     head: dict[str, Any]
     metrics: PipelineMetrics | None
     qos: int
     expiry_s: int
+    devices: list[str] | None = None  # each row's device name (gateway mode)
     next: int = 0  # first row not yet published
     sent: list[int] = field(default_factory=list)  # rows published, with their t_pub
     t_pub: list[float] = field(default_factory=list)
@@ -137,11 +138,14 @@ class MqttPublisher:
     # -- producer side (pipelines) ----------------------------------------------------------------
 
     def submit(self, topic: str, chunk: SampleChunk, head: dict[str, Any],
-               metrics: PipelineMetrics | None, qos: int | None = None, expiry_s: int = 0) -> None:
-        """Queue every row of `chunk` as one result message each. Drops the oldest rows when full."""
+               metrics: PipelineMetrics | None, qos: int | None = None, expiry_s: int = 0,
+               devices: list[str] | None = None) -> None:
+        """Queue every row of `chunk` as one result message each. Drops the oldest rows when full.
+        `devices`: each row's device (gateway mode): it fills "{device}" in the topic and the payload."""
         if len(chunk) == 0:
             return
-        self._buf.append(_Batch(topic, chunk, head, metrics, self.s.qos if qos is None else qos, expiry_s))
+        self._buf.append(_Batch(topic, chunk, head, metrics, self.s.qos if qos is None else qos, expiry_s,
+                                devices))
         self._buffered += len(chunk)
         excess = self._buffered - self.s.offline_buffer
         while excess > 0:
@@ -281,15 +285,17 @@ class MqttPublisher:
                     b.next += 1
                     self._buffered -= 1
                     t_pub = self.clock()
-                    payload = encode_result(b.head, b.chunk, row, t_pub)
+                    dev = None if b.devices is None else b.devices[row]
+                    payload = encode_result(b.head, b.chunk, row, t_pub, dev)
+                    topic = b.topic if dev is None else b.topic.replace("{device}", dev)
                     try:
                         if b.qos == 0 and paho is not None:
-                            while not _send_now(paho, b.topic, payload, props):  # noqa: ASYNC110
+                            while not _send_now(paho, topic, payload, props):  # noqa: ASYNC110
                                 await asyncio.sleep(0.001)  # paho's outgoing queue is full: let it drain
                             if (self.stats.published & 63) == 63:
                                 await asyncio.sleep(0)  # a long backlog must not hold the loop
                         else:
-                            await client.publish(b.topic, payload, qos=b.qos, properties=props)
+                            await client.publish(topic, payload, qos=b.qos, properties=props)
                     except BaseException:
                         if b.next == row + 1:  # not handed to the transport: retry on the next connection
                             b.next = row

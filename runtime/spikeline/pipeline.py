@@ -43,7 +43,8 @@ class Pipeline:
         self.error: str = ""
         self.meta_in: StreamMeta | None = None
         self.meta_out: StreamMeta | None = None
-        self._source_ctx = ctx = SourceContext(cfg.name, cfg.budget_s, cfg.stale_s, cfg.queue_s, self.metrics)
+        self._source_ctx = ctx = SourceContext(cfg.name, cfg.budget_s, cfg.stale_s, cfg.queue_s, self.metrics,
+                                               mqtt=publisher.s if publisher is not None else None)
         self.source: Source = SOURCES[cfg.source.kind](cfg.source.params, ctx)
         self.stages: list[Stage] = [STAGES[s.kind](s.name, s.params) for s in cfg.stages]
         sctx = SinkContext(node, cfg.name, cfg.budget_s, self.metrics, publisher)
@@ -57,6 +58,9 @@ class Pipeline:
         meta = await self.source.open()
         self.meta_in = meta
         for st, sc in zip(self.stages, self.cfg.stages, strict=True):
+            if meta.devices is not None and not st.gateway:
+                raise ConfigError([f"{sc.path}: stage type {sc.kind!r} keeps one state for its whole stream; it "
+                                   "cannot serve a gateway source's many devices"])
             if st.takes_events != meta.is_events:
                 raise ConfigError([f"{sc.path}: stage type {sc.kind!r} takes {_what(st.takes_events)}, but its input "
                                    f"{meta.name!r} is {_what(meta.is_events)}"])

@@ -44,13 +44,15 @@ def json_floats(row: npt.NDArray[np.float32]) -> str:
     return "[" + ",".join([f"{x:.9g}" if math.isfinite(x) else "null" for x in vals]) + "]"
 
 
-def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float) -> bytes:
-    """Row i of a finished chunk, handed over at t_pub, as one JSON message."""
+def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float, device: str | None = None) -> bytes:
+    """Row i of a finished chunk, handed over at t_pub, as one JSON message (gateway mode: with its device, and
+    its seq on that device)."""
     t_sample = float(chunk.t[i])
     t_recv = float(chunk.t_recv[i])
     msg = {
         **head,
-        "seq": int(chunk.seq + i * chunk.stride),
+        **({"device": device} if device is not None else {}),
+        "seq": int(chunk.row_seq[i]) if chunk.row_seq is not None else int(chunk.seq + i * chunk.stride),
         "t_sample": t_sample,
         "t_recv": t_recv,
         "t_done": chunk.t_done,

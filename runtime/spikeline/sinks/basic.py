@@ -31,16 +31,24 @@ class MqttSink(Sink):
             raise RuntimeError("mqtt sink without an MQTT connection")
         self.pub = ctx.publisher
         self.topic = f"{ctx.topic_base}/result"
+        self.device_topic = f"{ctx.topic_base}/{{device}}/result"
         self.expiry = expiry_from_budget(ctx.budget_s) if p["expiry_s"] < 0 else p["expiry_s"]
 
     def start(self, meta: StreamMeta) -> None:
         info = {"node": self.ctx.node, "pipeline": self.ctx.pipeline, "stream": meta.name,
                 "channels": list(meta.channels), "units": list(meta.units), "rate_hz": meta.nominal_rate,
                 "classes": list(meta.classes), "budget_ms": self.ctx.budget_s * 1e3,
-                "result_topic": self.topic, "schema": RESULT_SCHEMA}
+                "result_topic": self.topic if meta.devices is None else self.device_topic.replace("{device}", "+"),
+                "schema": RESULT_SCHEMA}
         self.pub.publish_control(f"{self.ctx.topic_base}/info", json.dumps(info).encode(), qos=1, retain=True)
 
     def submit(self, chunk: SampleChunk) -> None:
+        if chunk.streams is not None:  # gateway mode: spikeline/<node>/<pipeline>/<device>/result
+            table = chunk.meta.devices
+            self.pub.submit(self.device_topic, chunk, self.head, self.ctx.metrics if self.primary else None,
+                            qos=None if self.p["qos"] < 0 else self.p["qos"], expiry_s=self.expiry,
+                            devices=[table.name(int(k)) for k in chunk.streams])
+            return
         self.pub.submit(self.topic, chunk, self.head, self.ctx.metrics if self.primary else None,
                         qos=None if self.p["qos"] < 0 else self.p["qos"], expiry_s=self.expiry)
 
@@ -53,9 +61,11 @@ class _LineSink(Sink):
     def submit(self, chunk: SampleChunk) -> None:
         n = len(chunk)
         t_pub = [0.0] * n
+        table = chunk.meta.devices if chunk.streams is not None else None
         for i in range(n):
             t_pub[i] = time.monotonic()
-            self.out.write(encode_result(self.head, chunk, i, t_pub[i]).decode())
+            dev = None if table is None or chunk.streams is None else table.name(int(chunk.streams[i]))
+            self.out.write(encode_result(self.head, chunk, i, t_pub[i], dev).decode())
             self.out.write("\n")
         self.out.flush()
         if self.primary:

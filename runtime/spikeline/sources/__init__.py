@@ -3,6 +3,7 @@
 from . import events as events
 from . import lsl as lsl
 from . import replay as replay
+from . import watch as watch
 from .base import SOURCES, Source, SourceContext, SourceError
 
 __all__ = ["SOURCES", "Source", "SourceContext", "SourceError"]

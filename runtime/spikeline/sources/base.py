@@ -31,6 +31,8 @@ class SourceContext:
     # The pipeline's bounded queue, set once the stream is open (before `run`): a file or other replayable
     # source may wait for room in it (`wait_room`) instead of having its samples dropped.
     queue: SampleQueue | None = None
+    # The node's MQTT connection settings (for sources that subscribe: watch_mqtt), when it has one.
+    mqtt: Any = None
 
 
 class Source(Component):

@@ -30,6 +30,9 @@ class Stage(Component):
     # What the stage consumes: sample streams (SampleChunk) or event streams (EventChunk). The pipeline checks
     # every stage against what the stage before it produces.
     takes_events: ClassVar[bool] = False
+    # Whether the stage serves a gateway stream (rows from many devices, SampleChunk.streams): its state is
+    # kept per device slot. The pipeline refuses a gateway stream into a stage that cannot.
+    gateway: ClassVar[bool] = False
 
     def __init__(self, name: str, p: dict[str, Any]) -> None:
         self.name = name

@@ -347,6 +347,7 @@ class SNN(Stage):
 
 
 class L2MUStage(Stage):
+    gateway = True
     kind = "l2mu"
     summary = "spiking Legendre Memory Unit (L2MU) model; output: spike counts per class over a window, or leaky"
     params = {
@@ -361,9 +362,10 @@ class L2MUStage(Stage):
         from ..kernels.l2mu import load_l2mu
 
         need_rate(meta, "l2mu")
+        devices = meta.devices
         try:
             model = load(self.p["model"], kind="l2mu")
-            self._cell = load_l2mu(model)
+            self._cell = load_l2mu(model, n_streams=1 if devices is None else devices.capacity)
         except ModelError as e:
             raise StageError(str(e), "model") from e
         if self._cell.n_inputs != meta.n_channels:
@@ -375,13 +377,20 @@ class L2MUStage(Stage):
                              f"{meta.nominal_rate:g} Hz", "model")
         n_out = self._cell.n_outputs
         samples = self.p["window_s"] * meta.nominal_rate
-        if self.p["readout"] == "window":
+        self._lam = math.exp(-1.0 / samples)
+        if devices is not None:  # per-device readout state, one row per slot
+            cap = devices.capacity
+            self._window = max(1, round(samples))
+            self._ring = np.zeros((cap, self._window if self.p["readout"] == "window" else 1, n_out), np.float64)
+            self._acc = np.zeros((cap, n_out), np.float64)
+            self._pos = np.zeros(cap, np.int64)
+            devices.on_retire(self.reset_stream)
+        elif self.p["readout"] == "window":
             self._window = max(1, round(samples))
             self._history = np.zeros((self._window, n_out), np.float64)
         else:
-            lam = math.exp(-1.0 / samples)
             # leaky count y[n] = lam * y[n-1] + s[n], one SOS section on the compiled filter
-            self._leaky = SOSFilter(design_one_pole(lam), n_out)
+            self._leaky = SOSFilter(design_one_pole(self._lam), n_out)
         classes = tuple(model.meta.get("classes", ()))
         names = classes if len(classes) == n_out else tuple(f"o{i}" for i in range(n_out))
         self._out = meta.derive(channels=names, units=("spikes",) * n_out,
@@ -390,6 +399,8 @@ class L2MUStage(Stage):
         return self._out
 
     def process(self, chunk: SampleChunk) -> SampleChunk | None:
+        if chunk.streams is not None:
+            return self._process_devices(chunk)
         spikes = self._cell.step(chunk.data)
         if self.p["readout"] == "window":
             # counts over the last `window` samples for every row: differences of a running sum
@@ -409,9 +420,51 @@ class L2MUStage(Stage):
             out = out.take(first, None, every)
         return out
 
+    def _process_devices(self, chunk: SampleChunk) -> SampleChunk | None:
+        """Gateway mode: rows from many devices. Each device's rows are stepped in order; every kernel call
+        advances all the devices that have a row in this round (round r = each device's r-th row here)."""
+        streams, seqs = chunk.streams, chunk.row_seq
+        assert streams is not None and seqs is not None
+        n = len(chunk)
+        order = np.argsort(streams, kind="stable")
+        s_sorted = streams[order]
+        starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        scores = np.empty((n, self._cell.n_outputs), np.float32)
+        window = self.p["readout"] == "window"
+        for r in range(int(rank.max()) + 1 if n else 0):
+            rows = np.flatnonzero(rank == r)
+            sl = streams[rows].astype(np.intp)
+            spikes = self._cell.step_streams(chunk.data[rows], streams=sl).astype(np.float64)
+            if window:  # counts over the last `window` samples: a running sum over a per-device ring
+                pos = self._pos[sl]
+                self._acc[sl] += spikes - self._ring[sl, pos]
+                self._ring[sl, pos] = spikes
+                self._pos[sl] = (pos + 1) % self._window
+            else:  # the leaky count, as the single-stream SOS section computes it: y = x + lam * y
+                self._acc[sl] = spikes + self._lam * self._acc[sl]
+            scores[rows] = self._acc[sl]
+        every = self.p["every"]
+        keep = np.flatnonzero(seqs % every == every - 1) if every > 1 else np.arange(n)
+        if len(keep) == 0:
+            return None
+        return chunk.with_data(scores, self._out).select(keep)
+
+    def reset_stream(self, slot: int) -> None:
+        """Forget one device (gateway mode): its slot is free for another."""
+        self._cell.reset(slot)
+        self._acc[slot] = 0
+        self._ring[slot] = 0
+        self._pos[slot] = 0
+
     def reset(self) -> None:
         self._cell.reset()
-        if self.p["readout"] == "window":
+        if hasattr(self, "_acc"):
+            self._acc[:] = 0
+            self._ring[:] = 0
+            self._pos[:] = 0
+        elif self.p["readout"] == "window":
             self._history[:] = 0
         else:
             self._leaky.reset()

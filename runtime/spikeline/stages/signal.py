@@ -200,6 +200,7 @@ class Laterality(Stage):
 
 class Decide(Stage):
     kind = "decide"
+    gateway = True  # per row; smoothing and hysteresis keep one state: refused for gateway streams
     summary = "class decision from per-class scores: optional smoothing, argmax, hysteresis"
     params = {
         "classes": Param("str_list", help="one label per input channel, in channel order",
@@ -211,6 +212,9 @@ class Decide(Stage):
     }
 
     def start(self, meta: StreamMeta) -> StreamMeta:
+        if meta.devices is not None and (self.p["smooth_s"] > 0 or self.p["hysteresis"] > 0):
+            raise StageError("smoothing and hysteresis keep one state, not one per device: not available in "
+                             "gateway mode", "smooth_s" if self.p["smooth_s"] > 0 else "hysteresis")
         k = len(self.p["classes"])
         if meta.n_channels != k:
             raise StageError(f"{k} classes but the stream {meta.name!r} has {meta.n_channels} score channels",

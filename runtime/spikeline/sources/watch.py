@@ -1,0 +1,364 @@
+"""Smartwatch sources for gateway mode: many devices, one pipeline.
+
+`watch_udp` listens on a UDP port; `watch_mqtt` subscribes to a topic pattern whose `+` level names the device
+(e.g. `watch/+/imu`). Payloads (see spikeline.watch.frames): the binary "SLW1" frame, JSON (one sample or a
+batch), and on UDP the CSV lines of phone sensor-streaming apps. Each device is admitted into a slot of the
+pipeline's `DeviceTable` (spikeline.gateway): its sample indices reveal gaps and duplicates, its timestamps
+are mapped to this host's clock (online offset and drift), and after `idle_timeout_s` without data it is
+retired (its state freed, the event logged and counted) and re-admitted when it returns.
+
+Every chunk handed to the pipeline holds the rows of many devices (`SampleChunk.streams` = slots,
+`row_seq` = each row's index on its device), in arrival order and in each device's sample order; stages that
+serve gateway streams advance all the devices of a round with one kernel call.
+
+Nothing from the network can crash a source: a malformed, oversized, wrongly shaped or non-finite payload
+is refused and counted per device (by reason), the incoming queue is bounded and its overflow counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..chunk import SampleChunk, StreamMeta
+from ..gateway import DeviceTable
+from ..params import Param
+from .base import Source, SourceError
+
+log = logging.getLogger("spikeline.watch")
+
+_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+IMU_CHANNELS = ["ax", "ay", "az", "wx", "wy", "wz"]
+
+_COMMON = {
+    "channels": Param("str_list", IMU_CHANNELS, help="channel names, in the payloads' value order"),
+    "rate_hz": Param("number", 50.0, min=0, min_exclusive=True, help="the devices' sampling rate"),
+    "max_devices": Param("int", 4096, min=1, max=1 << 20, help="slots: devices served at once"),
+    "idle_timeout_s": Param("number", 10.0, min=0.1, help="a device without data this long is retired"),
+    "chunk_ms": Param("number", 10.0, min=0.5, help="payloads batched into one chunk for the stages"),
+    "max_payload": Param("int", 65536, min=64, max=1 << 20, help="larger payloads are refused (too_large)"),
+    "max_pending": Param("int", 100_000, min=1, help="payloads waiting for the event loop; beyond it they are "
+                                                  "dropped and counted (dropped_queue)"),
+    "stream_name": Param("str", "", help="stream name (default: watches)"),
+}
+
+
+class _Ingest:
+    """Decoded, admitted rows of many devices, collected until the next chunk."""
+
+    def __init__(self, source: Source, table: DeviceTable, meta: StreamMeta, channels: int, rate: float) -> None:
+        self.src = source
+        self.table = table
+        self.meta = meta
+        self.channels = channels
+        self.period_us = 1e6 / rate
+        self.parts: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], float, int,
+                               npt.NDArray[np.int64]]] = []
+        self.rows = 0
+        self._origin: dict[str, int] = {}  # CSV devices (no sample index): device time of index 0
+
+    def add(self, frame: Any, name: str, arrival: float) -> None:
+        if not _NAME.match(name):
+            self.table.reject(name[:64] or "(empty)", "bad_device")
+            return
+        if frame.data.shape[1] != self.channels:
+            self.table.reject(name, "bad_shape")
+            return
+        d = self.table.device(name, arrival)
+        if d is None:
+            return
+        n = frame.data.shape[0]
+        if frame.t_us is not None:
+            t_us = np.asarray(frame.t_us, dtype=np.int64)
+        else:
+            t_us = frame.t0_us + np.rint(np.arange(n) * frame.period_us).astype(np.int64)
+        first = frame.first_index
+        if first is None:  # CSV: the index from the device time and the nominal period
+            if d.next_index is None:
+                self._origin[name] = int(t_us[0])
+            first = round((int(t_us[0]) - self._origin.setdefault(name, int(t_us[0]))) / self.period_us)
+            steps = np.rint((t_us - t_us[0]) / self.period_us).astype(np.int64)
+            if n > 1 and not np.array_equal(steps, np.arange(n)):
+                self.table.reject(name, "bad_time")
+                return
+        a = self.table.admit(d, first, t_us, arrival)
+        if a is None:
+            return
+        data = frame.data[a.keep]
+        self.parts.append((data, a.t, arrival, a.slot, a.index))
+        self.rows += len(data)
+
+    def chunk(self) -> SampleChunk | None:
+        if not self.parts:
+            return None
+        data = np.ascontiguousarray(np.concatenate([p[0] for p in self.parts]), dtype=np.float32)
+        t = np.concatenate([p[1] for p in self.parts])
+        t_recv = np.concatenate([np.full(len(p[0]), p[2]) for p in self.parts])
+        streams = np.concatenate([np.full(len(p[0]), p[3], np.int32) for p in self.parts])
+        row_seq = np.concatenate([p[4] for p in self.parts])
+        self.parts = []
+        self.rows = 0
+        return SampleChunk(data=data, t=t, t_recv=t_recv, seq=0, meta=self.meta, streams=streams, row_seq=row_seq)
+
+
+class _WatchSource(Source):
+    """What both transports share: the device table, the stream description, the periodic sweep."""
+
+    def __init__(self, p: dict[str, Any], ctx: Any) -> None:
+        super().__init__(p, ctx)
+        if len(set(p["channels"])) != len(p["channels"]) or not p["channels"]:
+            raise SourceError("channels must be distinct names")
+        self.table = DeviceTable(p["max_devices"], p["idle_timeout_s"])
+        self.meta: StreamMeta | None = None
+        self._stopping = asyncio.Event()
+        self.payloads = 0
+        self.overflow = 0
+
+    def _meta(self, source_id: str) -> StreamMeta:
+        p = self.p
+        self.meta = StreamMeta(name=p["stream_name"] or "watches", type="IMU", channels=tuple(p["channels"]),
+                               nominal_rate=float(p["rate_hz"]), source_id=source_id, devices=self.table)
+        return self.meta
+
+    def _decode(self, payload: bytes, fmt: str, name: str) -> list[Any]:
+        """Frames of one payload; a refused payload is counted against `name` and gives none."""
+        from ..watch import frames as fr
+
+        if len(payload) > self.p["max_payload"]:
+            self.table.reject(name, "too_large")
+            return []
+        try:
+            if fmt == "auto":
+                fmt = "binary" if payload[:4] == b"SLW1" else "json"
+            if fmt == "binary":
+                return [fr.decode_frame(payload, len(self.p["channels"]))]
+            if fmt == "json":
+                return [fr.decode_json(payload, len(self.p["channels"]))]
+            return list(fr.decode_csv(payload, fmt.removeprefix("csv-"), name))
+        except fr.FrameError as e:
+            self.table.reject(name, e.reason)
+            return []
+
+    def _publish_counters(self) -> None:
+        m = self.ctx.metrics
+        tot = self.table.totals()
+        m.source_counters.update(tot, payloads=self.payloads, overflow=self.overflow)
+        m.source_gaps = tot["lost"]
+        m.rejected_input = tot["rejected"]
+
+    async def _sweeper(self) -> None:
+        """Retire quiet devices (on the event loop thread, between chunks)."""
+        period = min(1.0, self.p["idle_timeout_s"] / 4)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=period)
+            self.table.sweep()
+            self._publish_counters()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+class WatchUdpSource(_WatchSource):
+    kind = "watch_udp"
+    summary = "smartwatches over UDP (SLW1 frames, JSON, or phone-app CSV lines), one stream per device"
+    params = {
+        "host": Param("str", "127.0.0.1", help="address to listen on (loopback by default)"),
+        "port": Param("int", min=1, max=65535),
+        "format": Param("str", "auto", choices=("auto", "binary", "json", "csv-plain", "csv-sensorstream"),
+                        help="auto: SLW1 frames and JSON told apart by their first bytes"),
+        "rcvbuf_kb": Param("int", 4096, min=64),
+        **_COMMON,
+    }
+
+    def __init__(self, p: dict[str, Any], ctx: Any) -> None:
+        super().__init__(p, ctx)
+        self._sock: socket.socket | None = None
+        self._stop_thread = threading.Event()
+        self.address: tuple[str, int] = (p["host"], p["port"])
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    async def open(self) -> StreamMeta:
+        p = self.p
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, p["rcvbuf_kb"] * 1024)
+            sock.bind((p["host"], p["port"]))
+            sock.settimeout(0.05)
+        except OSError as e:
+            sock.close()
+            raise SourceError(f"pipeline {self.ctx.pipeline}: watch_udp cannot listen on {p['host']}:{p['port']}: "
+                              f"{e}") from e
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        log.info("watch_udp listening on %s:%d", *self.address)
+        return self._meta(f"udp://{self.address[0]}:{self.address[1]}")
+
+    def stop(self) -> None:
+        super().stop()
+        self._stop_thread.set()
+
+    async def run(self, put: Callable[[SampleChunk], None]) -> None:
+        if self._sock is None or self.meta is None:
+            raise SourceError("watch_udp: run() before open()")
+        loop = asyncio.get_running_loop()
+        ing = _Ingest(self, self.table, self.meta, len(self.p["channels"]), self.p["rate_hz"])
+        fmt = self.p["format"]
+
+        def batch(items: list[tuple[bytes, str, float]]) -> None:
+            with self._lock:
+                self._pending -= len(items)
+            for payload, addr, arrival in items:
+                self.payloads += 1
+                for fr in self._decode(payload, fmt, addr):
+                    ing.add(fr, fr.device or addr, arrival)
+            c = ing.chunk()
+            if c is not None:
+                put(c)
+
+        sweeper = asyncio.create_task(self._sweeper())
+        try:
+            await asyncio.to_thread(self._reader, loop, batch)
+        finally:
+            self._stopping.set()
+            await sweeper
+            self._sock.close()
+            self._publish_counters()
+
+    def _reader(self, loop: asyncio.AbstractEventLoop, batch: Callable[[list[tuple[bytes, str, float]]], None]) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        period = self.p["chunk_ms"] / 1e3
+        limit = self.p["max_pending"]
+        items: list[tuple[bytes, str, float]] = []
+        started = 0.0
+        clock = time.monotonic
+        while not self._stop_thread.is_set():
+            try:
+                data, addr = sock.recvfrom(65536)
+                got = True
+            except TimeoutError:
+                got = False
+            except OSError:
+                if self._stop_thread.is_set():
+                    return
+                raise
+            now = clock()
+            if got:
+                if not items:
+                    started = now
+                items.append((data, f"{addr[0]}:{addr[1]}", now))
+            if items and (now - started >= period or not got):
+                with self._lock:
+                    room = limit - self._pending
+                    take = items[:max(0, room)]
+                    self._pending += len(take)
+                if len(take) < len(items):
+                    lost = len(items) - len(take)
+                    loop.call_soon_threadsafe(self._count_overflow, lost)
+                if take:
+                    loop.call_soon_threadsafe(batch, take)
+                items = []
+
+    def _count_overflow(self, n: int) -> None:
+        self.overflow += n
+        self.ctx.metrics.dropped_queue += n
+
+
+class WatchMqttSource(_WatchSource):
+    kind = "watch_mqtt"
+    summary = "smartwatches over MQTT: a topic pattern whose + level names the device (e.g. watch/+/imu)"
+    params = {
+        "url": Param("str", "", help="broker (default: the node's [mqtt] url)"),
+        "topic": Param("str", "watch/+/imu", help="subscription; exactly one + level is the device id"),
+        "format": Param("str", "auto", choices=("auto", "binary", "json")),
+        "qos": Param("int", 0, min=0, max=1),
+        "max_queued": Param("int", 10_000, min=10, help="incoming messages held for the event loop; beyond it "
+                                                      "they are discarded and counted"),
+        **_COMMON,
+    }
+
+    def __init__(self, p: dict[str, Any], ctx: Any) -> None:
+        super().__init__(p, ctx)
+        levels = p["topic"].split("/")
+        if levels.count("+") != 1 or "#" in p["topic"]:
+            raise SourceError(f"watch_mqtt topic {p['topic']!r} must have exactly one + level (the device) and no #")
+        self._level = levels.index("+")
+        discards = self._discards = [0]
+
+        class _Queue(asyncio.Queue[Any]):
+            """aiomqtt's incoming queue: bounded (max_queued); what it discards when full is counted."""
+
+            def put_nowait(self, item: Any) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    discards[0] += 1
+                    raise
+
+        self._queue_type = _Queue
+
+    async def open(self) -> StreamMeta:
+        return self._meta(f"mqtt:{self.p['topic']}")
+
+    async def run(self, put: Callable[[SampleChunk], None]) -> None:
+        import aiomqtt
+
+        from ..mqtt import MqttSettings
+
+        if self.meta is None:
+            raise SourceError("watch_mqtt: run() before open()")
+        s = MqttSettings.from_url(self.p["url"]) if self.p["url"] else self.ctx.mqtt
+        if s is None:
+            raise SourceError("watch_mqtt: no broker: set url, or the node's [mqtt] url")
+        url = f"{s.host}:{s.port}"
+        ing = _Ingest(self, self.table, self.meta, len(self.p["channels"]), self.p["rate_hz"])
+        period = self.p["chunk_ms"] / 1e3
+        fmt = self.p["format"]
+        sweeper = asyncio.create_task(self._sweeper())
+        try:
+            async with aiomqtt.Client(s.host, s.port, identifier=f"spikeline-{self.ctx.pipeline}-watch",
+                                      username=s.username or None, password=s.password,
+                                      queue_type=self._queue_type,
+                                      max_queued_incoming_messages=self.p["max_queued"]) as client:
+                await client.subscribe(self.p["topic"], qos=self.p["qos"])
+                log.info("watch_mqtt subscribed to %s on %s:%d", self.p["topic"], s.host, s.port)
+                last = time.monotonic()
+                msgs = client.messages
+                while not self._stopping.is_set():
+                    try:
+                        msg = await asyncio.wait_for(anext(msgs), timeout=period)
+                    except TimeoutError:
+                        msg = None
+                    now = time.monotonic()
+                    if msg is not None:
+                        self.payloads += 1
+                        name = str(msg.topic).split("/")[self._level]
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        for fr in self._decode(payload, fmt, name):
+                            ing.add(fr, name, now)
+                    if now - last >= period or msg is None:
+                        last = now
+                        c = ing.chunk()
+                        if c is not None:
+                            put(c)
+                        self.overflow = self._discards[0]
+                        self.ctx.metrics.dropped_queue = self.overflow
+        except aiomqtt.MqttError as e:
+            raise SourceError(f"watch_mqtt: broker {url}: {e}") from e
+        finally:
+            self._stopping.set()
+            await sweeper
+            self._publish_counters()
+

@@ -1,0 +1,103 @@
+"""Gateway mode's device table: slots, gaps and duplicates from sample indices, clock offset and drift,
+retirement and re-admission."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeline.gateway import ClockMap, DeviceTable
+
+
+def frame_times(first: int, n: int, t0_us: int = 0, period_us: int = 20_000) -> np.ndarray:
+    return t0_us + (first + np.arange(n, dtype=np.int64)) * period_us
+
+
+def test_gaps_and_duplicates_are_counted_exactly_from_the_indices() -> None:
+    tab = DeviceTable(4)
+    d = tab.device("w1", 0.0)
+    assert d is not None and d.slot == 0
+    a = tab.admit(d, 0, frame_times(0, 5), 0.1)
+    assert a is not None and a.index.tolist() == [0, 1, 2, 3, 4]
+    a = tab.admit(d, 8, frame_times(8, 2), 0.2)  # 5, 6, 7 lost
+    assert a is not None and a.index.tolist() == [8, 9] and d.lost == 3
+    a = tab.admit(d, 8, frame_times(8, 4), 0.3)  # 8, 9 again, 10, 11 new
+    assert a is not None and a.index.tolist() == [10, 11] and d.duplicates == 2
+    assert a.keep == slice(2, None)
+    assert tab.admit(d, 10, frame_times(10, 2), 0.4) is None and d.duplicates == 4  # all seen
+    assert (d.samples, d.lost, d.duplicates) == (9, 3, 4)
+    t = tab.totals()
+    assert (t["samples"], t["lost"], t["duplicates"], t["active_devices"]) == (9, 3, 4, 1)
+
+
+def test_a_device_that_restarts_its_counter_starts_a_new_index_line() -> None:
+    tab = DeviceTable(1)
+    d = tab.device("w", 0.0)
+    assert d is not None
+    tab.admit(d, 100_000, frame_times(100_000, 5), 0.0)
+    a = tab.admit(d, 0, frame_times(0, 5), 1.0)  # far behind: a reboot, not 100,000 duplicates
+    assert a is not None and a.index.tolist() == [0, 1, 2, 3, 4] and d.duplicates == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 8)), min_size=1, max_size=40))
+def test_every_index_is_delivered_once_lost_or_duplicate(ops: list[tuple[int, int]]) -> None:
+    tab = DeviceTable(1)
+    d = tab.device("w", 0.0)
+    assert d is not None
+    delivered: list[int] = []
+    received = 0
+    for first, n in ops:
+        received += n
+        a = tab.admit(d, first, frame_times(first, n), 0.0)
+        if a is not None:
+            delivered += a.index.tolist()
+    assert delivered == sorted(set(delivered))  # strictly increasing: no duplicate ever passes
+    assert d.samples == len(delivered)
+    assert d.duplicates == received - len(delivered)
+    assert d.lost == delivered[-1] + 1 - ops[0][0] - len(delivered) if delivered else d.lost == 0
+
+
+def test_slots_retirement_and_readmission() -> None:
+    tab = DeviceTable(2, idle_timeout_s=5.0)
+    freed: list[int] = []
+    tab.on_retire(freed.append)
+    a, b = tab.device("a", 0.0), tab.device("b", 0.0)
+    assert a is not None and b is not None and {a.slot, b.slot} == {0, 1}
+    assert tab.device("c", 0.0) is None and tab.refused == 1  # no free slot: refused, counted
+    tab.admit(a, 0, frame_times(0, 3), 1.0)
+    tab.admit(b, 0, frame_times(0, 3), 4.0)
+    assert tab.sweep(6.0) == ["a"] and freed == [0] and len(tab) == 1
+    assert tab.name(0) == "slot0"
+    c = tab.device("c", 6.0)
+    assert c is not None and c.slot == 0  # the freed slot serves another device
+    tab.admit(b, 3, frame_times(3, 1), 7.0)
+    assert tab.sweep(11.5) == ["c"]
+    a2 = tab.device("a", 12.0)  # a returns: its counters continue, its index line starts again
+    assert a2 is a and a.readmissions == 1 and a.next_index is None and a.samples == 3
+    r = tab.admit(a, 500, frame_times(500, 2), 12.0)
+    assert r is not None and a.lost == 0
+    assert [e for _, e in tab.events()].count("retired") == 2
+    tab.reject("a", "bad_json")
+    tab.reject("ghost", "bad_magic")
+    assert a.rejected == {"bad_json": 1} and tab.totals()["rejected"] == 2
+
+
+def test_clock_map_follows_offset_and_drift_from_the_least_delayed_samples() -> None:
+    rng = np.random.default_rng(0)
+    drift, offset = 80e-6, 1234.5  # the device's clock runs 80 ppm fast, 1234.5 s away from ours
+    cm = ClockMap(window_s=2.0)
+    for k in range(1500):  # 60 s of frames at 25 per second
+        true = 100.0 + k * 0.04
+        d_us = round(((true - 100.0) * (1 + drift) + offset) * 1e6)
+        arrival = true + 0.002 + rng.exponential(0.01)  # transport: 2 ms floor + queueing
+        cm.observe(d_us, arrival)
+        t = cm.map(d_us, arrival)
+        assert t <= arrival
+    assert abs((cm.b - 1) - (-drift / (1 + drift))) < 5e-6  # local per device second: 1 / (1 + drift)
+    # the mapped time of a fresh sample is its true time plus about the transport floor
+    true = 100.0 + 1500 * 0.04
+    d_us = round(((true - 100.0) * (1 + drift) + offset) * 1e6)
+    assert cm.map(d_us, true + 1.0) == pytest.approx(true + 0.002, abs=0.003)
