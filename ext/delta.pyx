@@ -56,7 +56,10 @@
 # - Validation happens once per call in a thin def, with the NumPy C API (raw pointers, as in
 #   sosfilt.pyx: memoryview acquisition costs more than a small step), then the GIL is released once
 #   around a noexcept nogil loop that never allocates: per-stream scratch (deltas, active indices)
-#   is allocated in the constructor.
+#   is allocated in the constructor. step_streams(x, streams=...) advances a subset of the streams
+#   (distinct indices, any order: gateway mode) in one such loop; the subset is checked and copied
+#   by ref_delta.streams_arg first, and each stream's t (its refresh schedule) and counters advance
+#   only when it steps, so a subset call is exactly the per-stream step() calls.
 #
 # Threading: calls on distinct streams may run concurrently (each stream has its own state, scratch
 # and counters); calls on the same stream, and reset/state assignment/reset_counters, must be
@@ -79,6 +82,7 @@ from spikeline.kernels.ref_delta import (
     _positive,
     _set_state,
     _threshold,
+    streams_arg,
 )
 
 cnp.import_array()
@@ -385,6 +389,23 @@ ctypedef struct RNNStream:
     int32_t* ih     # scratch (H,)
 
 
+cdef inline void _rnn_stream_at(const RNNStream* base, RNNStream* st, Py_ssize_t k, Py_ssize_t n_in,
+                                Py_ssize_t H, Py_ssize_t GH) noexcept nogil:
+    """st = stream k's rows, from stream 0's (base)."""
+    st.xhat = base.xhat + k * n_in
+    st.h = base.h + k * H
+    st.hhat = base.hhat + k * H
+    st.c = base.c + k * H
+    st.acc_x = base.acc_x + k * GH
+    st.acc_h = base.acc_h + k * GH
+    st.t = base.t + k
+    st.cnt = base.cnt + k * N_COUNTERS
+    st.dx = base.dx + k * n_in
+    st.ix = base.ix + k * n_in
+    st.dh = base.dh + k * H
+    st.ih = base.ih + k * H
+
+
 cdef void _gru_gates(spk_f32_in ax, spk_f32_in ah, spk_f32_out h, spk_f32_out y, Py_ssize_t H) noexcept nogil:
     cdef Py_ssize_t j
     cdef float r, z, nv, hv
@@ -578,18 +599,35 @@ cdef class DeltaDense:
                        self._cnt_p + k * N_COUNTERS, self._d_p + k * n_in, self._idx_p + k * n_in)
         return oa
 
-    def step_streams(self, x, out=None):
-        """Advance every stream by one sample: x is (n_streams, in_features), row k for stream k."""
-        cdef cnp.ndarray oa = _checked_out(x, out, self._n_streams, self._n_in, self._n_out, self._xs_desc,
-                                           self._outs_desc)
+    def step_streams(self, x, out=None, streams=None):
+        """Advance every stream by one sample: x is (n_streams, in_features), row k for stream k.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those; x and the result
+        are (m, ...), row j for stream streams[j]. The same as step(x[j:j+1], stream=streams[j])
+        for each j (streams are independent); every argument is checked before any state changes.
+        """
+        cdef cnp.ndarray oa, sa
+        cdef Py_ssize_t m = self._n_streams
+        cdef const Py_ssize_t* sp = NULL
+        if streams is None:
+            oa = _checked_out(x, out, self._n_streams, self._n_in, self._n_out, self._xs_desc,
+                              self._outs_desc)
+        else:
+            sa = streams_arg(streams, self._n_streams)  # a fresh intp copy, in range and distinct
+            m = cnp.PyArray_DIM(sa, 0)
+            oa = _checked_out(x, out, m, self._n_in, self._n_out,
+                              f"(len(streams)={m}, in_features={self._n_in})",
+                              f"(len(streams)={m}, out_features={self._n_out})")
+            sp = <const Py_ssize_t*>cnp.PyArray_DATA(sa)
         cdef const float* xp = <const float*>cnp.PyArray_DATA(<cnp.ndarray>x)
         cdef float* yp = <float*>cnp.PyArray_DATA(oa)
-        cdef Py_ssize_t k
+        cdef Py_ssize_t j, k
         cdef Py_ssize_t n_in = self._n_in
         cdef Py_ssize_t n_out = self._n_out
         with nogil:
-            for k in range(self._n_streams):
-                _dense_run(&self._layer, self._act, self._refresh_every, xp + k * n_in, yp + k * n_out, 1,
+            for j in range(m):
+                k = j if sp == NULL else sp[j]
+                _dense_run(&self._layer, self._act, self._refresh_every, xp + j * n_in, yp + j * n_out, 1,
                            self._xhat_p + k * n_in, self._acc_p + k * n_out, self._t_p + k,
                            self._cnt_p + k * N_COUNTERS, self._d_p + k * n_in, self._idx_p + k * n_in)
         return oa
@@ -767,33 +805,40 @@ cdef class _DeltaRNN:
             _rnn_run(self._lstm, &self._lx, &self._lh, self._refresh_every, xp, yp, n, &st)
         return oa
 
-    def step_streams(self, x, out=None):
-        """Advance every stream by one sample: x is (n_streams, input_size), row k for stream k; returns h."""
-        cdef cnp.ndarray oa = _checked_out(x, out, self._n_streams, self._n_in, self._hidden, self._xs_desc,
-                                           self._outs_desc)
+    def step_streams(self, x, out=None, streams=None):
+        """Advance every stream by one sample: x is (n_streams, input_size), row k for stream k; returns h.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those; x and h are
+        (m, ...), row j for stream streams[j]. The same as step(x[j:j+1], stream=streams[j]) for each
+        j: each stream's sample index t (its refresh schedule) and counters advance only when it
+        steps. Every argument is checked before any state changes.
+        """
+        cdef cnp.ndarray oa, sa
+        cdef Py_ssize_t m = self._n_streams
+        cdef const Py_ssize_t* sp = NULL
+        if streams is None:
+            oa = _checked_out(x, out, self._n_streams, self._n_in, self._hidden, self._xs_desc,
+                              self._outs_desc)
+        else:
+            sa = streams_arg(streams, self._n_streams)  # a fresh intp copy, in range and distinct
+            m = cnp.PyArray_DIM(sa, 0)
+            oa = _checked_out(x, out, m, self._n_in, self._hidden,
+                              f"(len(streams)={m}, input_size={self._n_in})",
+                              f"(len(streams)={m}, hidden_size={self._hidden})")
+            sp = <const Py_ssize_t*>cnp.PyArray_DATA(sa)
         cdef const float* xp = <const float*>cnp.PyArray_DATA(<cnp.ndarray>x)
         cdef float* yp = <float*>cnp.PyArray_DATA(oa)
-        cdef RNNStream st = self._stream(0)
-        cdef Py_ssize_t k
+        cdef RNNStream base = self._stream(0)
+        cdef RNNStream st
+        cdef Py_ssize_t j
         cdef Py_ssize_t n_in = self._n_in
         cdef Py_ssize_t H = self._hidden
         cdef Py_ssize_t GH = self._gates * H
         with nogil:
-            for k in range(self._n_streams):
-                _rnn_run(self._lstm, &self._lx, &self._lh, self._refresh_every, xp + k * n_in, yp + k * H, 1,
+            for j in range(m):
+                _rnn_stream_at(&base, &st, j if sp == NULL else sp[j], n_in, H, GH)
+                _rnn_run(self._lstm, &self._lx, &self._lh, self._refresh_every, xp + j * n_in, yp + j * H, 1,
                          &st)
-                st.xhat += n_in
-                st.h += H
-                st.hhat += H
-                st.c += H
-                st.acc_x += GH
-                st.acc_h += GH
-                st.t += 1
-                st.cnt += N_COUNTERS
-                st.dx += n_in
-                st.ix += n_in
-                st.dh += H
-                st.ih += H
         return oa
 
     def reset(self):

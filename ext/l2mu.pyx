@@ -38,7 +38,9 @@
 #   contiguous float32 row [mem_x | mem_u | mem_m | mem_h | mem_o | s_h | s_m]. step() validates
 #   once per call (NumPy C API, const input so read-only buffers work), then releases the GIL once
 #   for the whole chunk around a noexcept nogil loop that never allocates; step_streams() does the
-#   same for one sample of every stream.
+#   same for one sample of every stream, or of a subset given as distinct indices in any order
+#   (gateway mode: one call advances the devices that have a new sample; ref_delta.streams_arg
+#   checks the subset and copies it, so the loop reads it without the GIL).
 # - Counters per stream (steps, spikes per population, columns gathered and the additions they
 #   cost) are a few integer adds per step, so temporal/spatial sparsity can be reported.
 #
@@ -58,6 +60,7 @@ from neurons cimport RESET_SUBTRACT, lif_encoder_row, lif_row
 
 import numpy as np
 
+from spikeline.kernels.ref_delta import streams_arg
 from spikeline.kernels.ref_l2mu import (
     COUNTER_NAMES,
     POPULATIONS,
@@ -358,21 +361,36 @@ cdef class L2MUCell:
             _chunk(&self._net, &s, xp, yp, hp, n)
         return oa
 
-    def step_streams(self, x, out=None, hidden_out=None):
-        """Advance every stream by one sample: x (n_streams, n_inputs), row k for stream k."""
-        cdef cnp.ndarray xa = _input(x, self._net.n_in, self._n_streams, self._desc_streams)
-        cdef cnp.ndarray oa, ha
+    def step_streams(self, x, out=None, hidden_out=None, streams=None):
+        """Advance every stream by one sample: x (n_streams, n_inputs), row k for stream k.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those streams (state
+        and counters); x, out and hidden_out are (m, ...), row j for stream streams[j]. The same as
+        step(x[j:j+1], stream=streams[j]) for each j; every argument is checked before any state
+        changes (an index out of range or repeated is a ValueError).
+        """
+        cdef cnp.ndarray xa, oa, ha, sa
+        cdef Py_ssize_t m = self._n_streams
+        cdef const Py_ssize_t* sp = NULL
+        if streams is None:
+            xa = _input(x, self._net.n_in, self._n_streams, self._desc_streams)
+        else:
+            # a fresh intp copy (the loop below reads it without the GIL), checked in range and distinct
+            sa = streams_arg(streams, self._n_streams)
+            m = cnp.PyArray_DIM(sa, 0)
+            xa = _input(x, self._net.n_in, m, f"(len(streams)={m}, n_inputs={self._net.n_in})")
+            sp = <const Py_ssize_t*>cnp.PyArray_DATA(sa)
         oa, ha = self._outputs(xa, out, hidden_out)
         cdef const float* xp = <const float*>cnp.PyArray_DATA(xa)
         cdef float* yp = <float*>cnp.PyArray_DATA(oa)
         cdef float* hp = NULL if ha is None else <float*>cnp.PyArray_DATA(ha)
-        cdef Py_ssize_t k
+        cdef Py_ssize_t j
         cdef Stream s
         with nogil:
-            for k in range(self._n_streams):
-                s = self._stream(k)
-                _sample(&self._net, &s, xp + k * self._net.n_in, yp + k * self._net.n_o,
-                        NULL if hp == NULL else hp + k * self._net.n_h)
+            for j in range(m):
+                s = self._stream(j if sp == NULL else sp[j])
+                _sample(&self._net, &s, xp + j * self._net.n_in, yp + j * self._net.n_o,
+                        NULL if hp == NULL else hp + j * self._net.n_h)
         return oa
 
     def reset(self, stream=-1):

@@ -36,6 +36,7 @@ __all__ = [
     "DeltaGRURef",
     "DeltaLSTMRef",
     "sigmoid_f32",
+    "streams_arg",
     "tanh_f32",
 ]
 
@@ -192,6 +193,40 @@ def _checked_stream(stream: int, n_streams: int) -> int:
     if stream < 0 or stream >= n_streams:
         raise ValueError(f"stream must be in [0, {n_streams}), got {stream}")
     return stream
+
+
+def streams_arg(streams: object, n_streams: int) -> npt.NDArray[np.intp]:
+    """The `streams` of step_streams(..., streams=...) as a fresh 1-d intp array of distinct indices.
+
+    Shared by every kernel with a leading stream dimension that can advance a subset of its streams
+    (L2MUCell, DeltaDense, DeltaGRU, DeltaLSTM) and by their compiled twins, so both backends accept
+    and refuse the same subsets with the same messages. Any order, any length m >= 0; an integer
+    array-like (an empty list is accepted whatever its dtype). Checked in two passes, each naming
+    its first offender: every index in [0, n_streams), then no index twice. The result is a copy,
+    so the caller may release the GIL while reading it.
+    """
+    arr = np.asarray(streams)
+    if arr.ndim != 1:
+        raise ValueError(f"streams must be a 1-d array of stream indices, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.intp)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"streams must hold integer stream indices, got dtype {arr.dtype}")
+    bad = np.flatnonzero((arr < 0) | (arr >= n_streams))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"streams must be in [0, {n_streams}), got {int(arr[j])} at position {j}")
+    idx: npt.NDArray[np.intp] = np.array(arr, dtype=np.intp, order="C", copy=True)
+    seen = np.zeros(n_streams, dtype=np.bool_)
+    seen[idx] = True
+    if np.count_nonzero(seen) != idx.size:
+        _, first = np.unique(idx, return_index=True)
+        repeated = np.ones(idx.size, dtype=np.bool_)
+        repeated[first] = False
+        j = int(np.flatnonzero(repeated)[0])
+        k = int(np.flatnonzero(idx == idx[j])[0])
+        raise ValueError(f"streams must be distinct, got stream {int(idx[j])} at positions {k} and {j}")
+    return idx
 
 
 def _set_state(live: dict[str, npt.NDArray[Any]], value: object) -> None:
@@ -357,11 +392,25 @@ class DeltaDenseRef:
         self._run(x, result, k)
         return result
 
-    def step_streams(self, x: F32, out: F32 | None = None) -> F32:
-        """Advance every stream by one sample: x is (n_streams, in_features), row k for stream k."""
-        result = _checked_out(x, out, self._n_streams, self._n_in, self._n_out, self._xs_desc, self._outs_desc)
-        for k in range(self._n_streams):
-            self._run(x[k : k + 1], result[k : k + 1], k)
+    def step_streams(self, x: F32, out: F32 | None = None, streams: npt.ArrayLike | None = None) -> F32:
+        """Advance every stream by one sample: x is (n_streams, in_features), row k for stream k.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those; x and the result
+        are (m, ...), row j for stream streams[j]. The same as step(x[j:j+1], stream=streams[j])
+        for each j (streams are independent); every argument is checked before any state changes.
+        """
+        if streams is None:
+            result = _checked_out(x, out, self._n_streams, self._n_in, self._n_out, self._xs_desc,
+                                  self._outs_desc)
+            for k in range(self._n_streams):
+                self._run(x[k : k + 1], result[k : k + 1], k)
+            return result
+        sel = streams_arg(streams, self._n_streams)
+        m = sel.size
+        result = _checked_out(x, out, m, self._n_in, self._n_out, f"(len(streams)={m}, in_features={self._n_in})",
+                              f"(len(streams)={m}, out_features={self._n_out})")
+        for j in range(m):
+            self._run(x[j : j + 1], result[j : j + 1], int(sel[j]))
         return result
 
     def reset(self) -> None:
@@ -526,11 +575,26 @@ class _DeltaRNNRef:
         self._run(x, result, k)
         return result
 
-    def step_streams(self, x: F32, out: F32 | None = None) -> F32:
-        """Advance every stream by one sample: x is (n_streams, input_size), row k for stream k; returns h."""
-        result = _checked_out(x, out, self._n_streams, self._n_in, self._hidden, self._xs_desc, self._outs_desc)
-        for k in range(self._n_streams):
-            self._run(x[k : k + 1], result[k : k + 1], k)
+    def step_streams(self, x: F32, out: F32 | None = None, streams: npt.ArrayLike | None = None) -> F32:
+        """Advance every stream by one sample: x is (n_streams, input_size), row k for stream k; returns h.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those; x and h are
+        (m, ...), row j for stream streams[j]. The same as step(x[j:j+1], stream=streams[j]) for each
+        j: each stream's sample index t (its refresh schedule) and counters advance only when it
+        steps. Every argument is checked before any state changes.
+        """
+        if streams is None:
+            result = _checked_out(x, out, self._n_streams, self._n_in, self._hidden, self._xs_desc,
+                                  self._outs_desc)
+            for k in range(self._n_streams):
+                self._run(x[k : k + 1], result[k : k + 1], k)
+            return result
+        sel = streams_arg(streams, self._n_streams)
+        m = sel.size
+        result = _checked_out(x, out, m, self._n_in, self._hidden, f"(len(streams)={m}, input_size={self._n_in})",
+                              f"(len(streams)={m}, hidden_size={self._hidden})")
+        for j in range(m):
+            self._run(x[j : j + 1], result[j : j + 1], int(sel[j]))
         return result
 
     def reset(self) -> None:

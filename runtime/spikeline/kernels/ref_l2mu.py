@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from spikeline.kernels.ref_delta import streams_arg
 from spikeline.kernels.ref_neurons import (
     RESET_SUBTRACT,
     _disjoint,
@@ -311,13 +312,26 @@ class L2MUCellRef:
                 self._sample(k, x[i], result[i], None if hidden_out is None else hidden_out[i])
         return result
 
-    def step_streams(self, x: F32, out: F32 | None = None, hidden_out: F32 | None = None) -> F32:
-        """Advance every stream by one sample: x (n_streams, n_inputs), row k for stream k."""
-        x = _input(x, self._p.n_inputs, self._p.n_streams, self._desc_streams)
+    def step_streams(self, x: F32, out: F32 | None = None, hidden_out: F32 | None = None,
+                     streams: npt.ArrayLike | None = None) -> F32:
+        """Advance every stream by one sample: x (n_streams, n_inputs), row k for stream k.
+
+        streams (distinct indices, any order, m >= 0 of them): advance only those streams (state
+        and counters); x, out and hidden_out are (m, ...), row j for stream streams[j]. The same as
+        step(x[j:j+1], stream=streams[j]) for each j; every argument is checked before any state
+        changes (an index out of range or repeated is a ValueError).
+        """
+        if streams is None:
+            x = _input(x, self._p.n_inputs, self._p.n_streams, self._desc_streams)
+            sel: range | list[int] = range(self._p.n_streams)
+        else:
+            idx = streams_arg(streams, self._p.n_streams)
+            x = _input(x, self._p.n_inputs, idx.size, f"(len(streams)={idx.size}, n_inputs={self._p.n_inputs})")
+            sel = idx.tolist()
         result, hidden_out = self._outputs(x, out, hidden_out)
         with np.errstate(all="ignore"):
-            for k in range(self._p.n_streams):
-                self._sample(k, x[k], result[k], None if hidden_out is None else hidden_out[k])
+            for j, k in enumerate(sel):
+                self._sample(k, x[j], result[j], None if hidden_out is None else hidden_out[j])
         return result
 
     def reset(self, stream: int = -1) -> None:
