@@ -79,6 +79,8 @@ class Pipeline:
             except ValueError as e:  # the sink cannot take this stream (e.g. decisions without classes)
                 raise ConfigError([f"{kc.path}: {e}"]) from e
         rate = self.meta_in.nominal_rate
+        if self.meta_in.devices is not None:  # a gateway stream: every device's samples share the queue
+            rate *= self.meta_in.devices.capacity
         cap = self.cfg.queue_samples or max(64, math.ceil(self.cfg.queue_s * (rate if rate > 0 else 1000.0)))
         self.queue = self._source_ctx.queue = SampleQueue(cap)
 

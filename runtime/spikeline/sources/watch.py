@@ -78,10 +78,7 @@ class _Ingest:
         if d is None:
             return
         n = frame.data.shape[0]
-        if frame.t_us is not None:
-            t_us = np.asarray(frame.t_us, dtype=np.int64)
-        else:
-            t_us = frame.t0_us + np.rint(np.arange(n) * frame.period_us).astype(np.int64)
+        t_us = np.asarray(frame.times_us(), dtype=np.int64)
         first = frame.first_index
         if first is None:  # CSV: the index from the device time and the nominal period
             if d.next_index is None:
