@@ -9,9 +9,10 @@ re-admits it when it returns. Everything is per frame (one device's batch of sam
 Clock mapping: a device's timestamp d (µs, its own clock) becomes local monotonic time
     local = a + b · d
 with the line fitted through the lower envelope of (d, arrival) pairs: arrival = true time + transport delay,
-and the least-delayed sample of each `window_s` window is the best witness of the clock offset. With one
-window, b = 1 (offset only); from two windows on, b is the least-squares slope through the last `windows`
-minima (drift), clamped to ±1000 ppm. A sample is never mapped later than its arrival.
+and the least-delayed sample of each `window_s` window is the best witness of the clock offset. Until
+`MIN_DRIFT_WINDOWS` windows are seen, b = 1 (offset only: over a few seconds a crystal's drift is below the
+transport's jitter); then b is the least-squares slope through the last `windows` minima (drift), clamped to
+±1000 ppm. A sample is never mapped later than its arrival.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 MAX_DRIFT = 1e-3  # |b - 1| above 1000 ppm is not a watch's crystal: clamp
+MIN_DRIFT_WINDOWS = 4  # minima needed before the slope (drift) is estimated
 
 
 class ClockMap:
@@ -65,9 +67,9 @@ class ClockMap:
     def _fit(self) -> None:
         assert self._cur is not None
         pts = [*self._win, (self._cur[1], self._cur[1] + self._cur[2])]
-        if len(pts) < 2:
+        if len(pts) < MIN_DRIFT_WINDOWS:
             self.b = 1.0
-            self.a = pts[0][1] - pts[0][0]
+            self.a = min(y - x for x, y in pts)
             return
         x = np.array([p[0] for p in pts])
         y = np.array([p[1] for p in pts])
