@@ -163,3 +163,17 @@ async def test_a_quiet_watch_is_retired_and_readmitted(data_dir: Path, tmp_path:
     d = tab.by_name.get("w") or tab._retired["w"]
     assert d.readmissions == 1 and d.samples == 100 and d.lost == 0
     assert tab.retirements >= 1
+
+
+async def test_csv_lines_from_a_drifting_phone_app_give_no_false_gaps(data_dir: Path, tmp_path: Path) -> None:
+    from spikeline.watch.frames import encode_csv
+
+    x = load(data_dir / "spar_applewatch" / "spar_watch.npz")[0].data[:1200]
+    # the phone's clock runs 400 ppm fast: after 1200 samples its times are ~0.5 periods ahead of nominal
+    t_us = np.rint(np.arange(1200) * 20_000 * (1 + 400e-6)).astype(np.int64) + 7_000_000
+    lines = [encode_csv(x[i:i + 1], t_us[i:i + 1], "plain") for i in range(1200)]
+    lines[600:601] = []  # one datagram lost: exactly one gap
+    p, _ = await run_gateway(tmp_path, lambda port: paced_send(port, lines), {"format": "csv-plain"})
+    (d,) = p.source.table.by_name.values()  # type: ignore[attr-defined]
+    assert d.name.startswith("127.0.0.1:")  # CSV names no device: the sender does
+    assert (d.samples, d.lost, d.duplicates) == (1199, 1, 0)

@@ -120,6 +120,7 @@ class PipelineMetrics:
     stages: dict[str, LatencyHistogram] = field(default_factory=dict)
     sink_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     source_counters: dict[str, int] = field(default_factory=dict)  # source-specific detail (packets, ...)
+    devices: dict[str, Any] = field(default_factory=dict)  # gateway mode: the devices with the most trouble
     _t_window: float = field(default_factory=time.monotonic)
     _window_counts: tuple[int, int] = (0, 0)  # samples_in, results at the start of the window
 
@@ -173,6 +174,7 @@ class PipelineMetrics:
                 "stage_errors": self.stage_errors,
             },
             "source": dict(self.source_counters),
+            **({"devices": dict(self.devices)} if self.devices else {}),
             "sinks": {k: dict(v) for k, v in self.sink_counters.items()},
         }
         self._window_counts = (self.samples_in, self.results)

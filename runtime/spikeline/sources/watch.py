@@ -65,7 +65,7 @@ class _Ingest:
         self.parts: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], float, int,
                                npt.NDArray[np.int64]]] = []
         self.rows = 0
-        self._origin: dict[str, int] = {}  # CSV devices (no sample index): device time of index 0
+        self._last_t: dict[str, int] = {}  # CSV devices (no sample index): device time of the newest sample
 
     def add(self, frame: Any, name: str, arrival: float) -> None:
         if not _NAME.match(name):
@@ -80,14 +80,18 @@ class _Ingest:
         n = frame.data.shape[0]
         t_us = np.asarray(frame.times_us(), dtype=np.int64)
         first = frame.first_index
-        if first is None:  # CSV: the index from the device time and the nominal period
-            if d.next_index is None:
-                self._origin[name] = int(t_us[0])
-            first = round((int(t_us[0]) - self._origin.setdefault(name, int(t_us[0]))) / self.period_us)
+        if first is None:  # CSV: the index from the time since the device's previous sample, in periods (so a
+            # drifting clock never accumulates into false gaps or duplicates)
+            last = self._last_t.get(name)
+            if d.next_index is None or last is None:
+                first = 0
+            else:
+                first = d.next_index - 1 + round((int(t_us[0]) - last) / self.period_us)
             steps = np.rint((t_us - t_us[0]) / self.period_us).astype(np.int64)
             if n > 1 and not np.array_equal(steps, np.arange(n)):
-                self.table.reject(name, "bad_time")
+                self.table.reject(name, "bad_time")  # irregular times inside one datagram
                 return
+            self._last_t[name] = int(t_us[-1])
         a = self.table.admit(d, first, t_us, arrival)
         if a is None:
             return
@@ -152,6 +156,7 @@ class _WatchSource(Source):
         m.source_counters.update(tot, payloads=self.payloads, overflow=self.overflow)
         m.source_gaps = tot["lost"]
         m.rejected_input = tot["rejected"]
+        m.devices = self.table.per_device(20)
 
     async def _sweeper(self) -> None:
         """Retire quiet devices (on the event loop thread, between chunks)."""
