@@ -101,3 +101,14 @@ def test_clock_map_follows_offset_and_drift_from_the_least_delayed_samples() -> 
     true = 100.0 + 1500 * 0.04
     d_us = round(((true - 100.0) * (1 + drift) + offset) * 1e6)
     assert cm.map(d_us, true + 1.0) == pytest.approx(true + 0.002, abs=0.003)
+
+
+def test_lateness_per_device_is_the_delay_above_the_least_delayed_sample() -> None:
+    tab = DeviceTable(1)
+    d = tab.device("w", 0.0)
+    assert d is not None
+    tab.admit(d, 0, frame_times(0, 5, t0_us=0), 0.100)  # newest sample (t = 80 ms) arrives 20 ms later
+    tab.admit(d, 5, frame_times(5, 5, t0_us=0), 0.250)  # (t = 180 ms) arrives 70 ms later: 50 ms late
+    assert d.late_max_s == pytest.approx(0.050)
+    info = tab.per_device()["w"]
+    assert info["late_max_ms"] == pytest.approx(50.0) and 0 < info["late_ms"] < 50

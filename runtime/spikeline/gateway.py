@@ -106,6 +106,8 @@ class Device:
     duplicates: int = 0  # samples received again (index already seen)
     rejected: dict[str, int] = field(default_factory=dict)  # payloads refused, by reason
     readmissions: int = 0
+    late_s: float = 0.0  # lateness of its newest sample on arrival (arrival - mapped time), smoothed
+    late_max_s: float = 0.0
 
 
 @dataclass
@@ -202,7 +204,11 @@ class DeviceTable:
         tk = t_us[keep]
         d.clock.observe(int(tk[-1]), arrival)
         d.samples += len(idx)
-        return Admitted(d.slot, keep, idx, d.clock.map(tk, arrival))
+        t = d.clock.map(tk, arrival)
+        late = arrival - float(t[-1])  # how long after its (mapped) sampling time the newest sample arrived
+        d.late_s += 0.1 * (late - d.late_s)
+        d.late_max_s = max(d.late_max_s, late)
+        return Admitted(d.slot, keep, idx, t)
 
     def reject(self, name: str, reason: str) -> None:
         """Count a payload refused from `name` (a device, or a would-be device that never sent a valid one)."""
@@ -249,9 +255,13 @@ class DeviceTable:
                 "retirements": self.retirements, "refused_no_slot": self.refused}
 
     def per_device(self, limit: int = 20) -> dict[str, dict[str, int | float]]:
-        """The devices with the most trouble (lost + duplicates + rejected), for the metrics topic."""
+        """The devices with the most trouble (lost + duplicates + rejected, then lateness), for the metrics
+        topic: per device its samples, lost, duplicates, refused payloads, lateness (smoothed and max, ms: how
+        long after its sampling time a sample arrived, i.e. the transport's delay above its least-delayed
+        sample) and estimated clock drift."""
         every = [*self.by_name.values(), *self._retired.values()]
-        worst = sorted(every, key=lambda d: -(d.lost + d.duplicates + sum(d.rejected.values())))[:limit]
+        worst = sorted(every, key=lambda d: (-(d.lost + d.duplicates + sum(d.rejected.values())), -d.late_s))[:limit]
         return {d.name: {"samples": d.samples, "lost": d.lost, "duplicates": d.duplicates,
                          "rejected": sum(d.rejected.values()), "active": int(d.slot >= 0),
+                         "late_ms": round(d.late_s * 1e3, 3), "late_max_ms": round(d.late_max_s * 1e3, 3),
                          "drift_ppm": round((d.clock.b - 1.0) * 1e6, 1)} for d in worst}
