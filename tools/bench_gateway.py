@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import socket
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def _hist_window(h: Any) -> dict[str, Any]:
 # --- the pipeline process (CPU 0) ------------------------------------------------------------------
 
 
-async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devices: int) -> dict[str, Any]:
+async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devices: int,
+                            chunk_ms: float | None = None) -> dict[str, Any]:
     from spikeline.config import parse
     from spikeline.gateway import DeviceTable
     from spikeline.metrics import LatencyHistogram
@@ -155,7 +157,8 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
 
     cfg = parse({"pipeline": [{"name": "har-gateway", "budget_ms": BUDGET_MS, "queue_s": 1.0,
                                "source": {"type": "watch_udp", "port": port, "format": "auto", "rate_hz": 50,
-                                          "max_devices": max_devices, "idle_timeout_s": 10},
+                                          "max_devices": max_devices, "idle_timeout_s": 10,
+                                          **({"chunk_ms": chunk_ms} if chunk_ms else {})},
                                "stages": STAGES, "sinks": [{"type": "jsonl", "path": os.devnull}]}]})
     p = Pipeline(cfg.pipelines[0], node="bench")
     m = p.metrics
@@ -204,6 +207,8 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
         "window_s": round(wall, 3), "cpu_s": round(cpu, 4), "cpu_pct": round(100 * cpu / wall, 1),
         "samples": samples, "samples_per_s": round(samples / wall, 1),
         "results_per_s": round((b["results"] - a["results"]) / wall, 2),
+        # every device gives one result per 50 samples (every = 50): what really went through the stages
+        "processed_samples_per_s": round((b["results"] - a["results"]) * 50 / wall, 1),
         "us_per_sample": round(cpu / samples * 1e6, 3) if samples else None,
         "deadline_misses": b["misses"] - a["misses"], "dropped_queue": b["dropped_queue"] - a["dropped_queue"],
         "dropped_stale": b["dropped_stale"] - a["dropped_stale"], "table": tab,
@@ -286,7 +291,8 @@ def _worker(spec: dict[str, Any]) -> int:
     role = spec["role"]
     cpu = _pin(spec["cpu"])
     if role == "gateway":
-        out = asyncio.run(_gateway_pipeline(spec["port"], spec["warmup"], spec["duration"], spec["max_devices"]))
+        out = asyncio.run(_gateway_pipeline(spec["port"], spec["warmup"], spec["duration"], spec["max_devices"],
+                                            spec.get("chunk_ms")))
     elif role == "per_device":
         out = asyncio.run(_per_device_pipelines(spec["n"], spec["batch"], spec["warmup"], spec["duration"]))
     elif role == "sim":
@@ -333,11 +339,12 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> None:
 # --- the cases -------------------------------------------------------------------------------------
 
 
-def run_gateway(n: int, batch: int, duration: float, warmup: float) -> dict[str, Any]:
-    """One gateway case: the pipeline pinned to CPU 0, the simulator to CPU 1."""
+def run_gateway(n: int, batch: int, duration: float, warmup: float, chunk_ms: float | None = None) -> dict[str, Any]:
+    """One gateway case: the pipeline pinned to CPU 0, the simulator to CPU 1. chunk_ms: the watch_udp
+    source's batching (None: its default, as in the example configuration)."""
     port = _free_udp_port()
     pipe = _spawn({"role": "gateway", "cpu": PIPE_CPU, "port": port, "warmup": warmup, "duration": duration,
-                   "max_devices": max(4096, n)})
+                   "max_devices": max(4096, n), "chunk_ms": chunk_ms})
     sim: subprocess.Popen[str] | None = None
     try:
         _wait_ready(pipe, 60)
@@ -351,7 +358,7 @@ def run_gateway(n: int, batch: int, duration: float, warmup: float) -> dict[str,
                 proc.kill()
                 proc.wait()
     s = sim_out.get("summary", {})
-    res.update({"mode": "gateway", "n": n, "batch": batch, "offered_samples_per_s": 50 * n,
+    res.update({"mode": "gateway", "n": n, "batch": batch, "chunk_ms": chunk_ms, "offered_samples_per_s": 50 * n,
                 "sim": {k: s[k] for k in s if not isinstance(s[k], list | dict)}})
     tab = res["table"]
     res["zero_misses"] = res["deadline_misses"] == 0
@@ -396,7 +403,8 @@ def _limit(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
 
 
 def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batch: int, duration: float,
-            warmup: float, log: Any = sys.stderr) -> dict[str, Any]:
+            warmup: float, log: Any = sys.stderr, chunk_ms: float | None = None,
+            chunk_counts: list[int] | None = None) -> dict[str, Any]:
     gateway: list[dict[str, Any]] = []
     for k, ns in ((batch, counts), (1, k1_counts if batch != 1 else [])):
         for n in ns:
@@ -406,6 +414,12 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
             print(f"   misses {r['deadline_misses']} drops q{r['dropped_queue']} lost {r['table']['lost']} "
                   f"cpu {r['cpu_pct']}% {r['samples_per_s']:.0f} samples/s p99 {r['runtime_ms']['p99']} ms",
                   file=log, flush=True)
+    for n in (chunk_counts or []) if chunk_ms else []:  # what-if: the source's batching shortened (a setting)
+        print(f"== gateway N={n} K={batch} chunk_ms={chunk_ms:g}", file=log, flush=True)
+        r = run_gateway(n, batch, duration, warmup, chunk_ms)
+        gateway.append(r)
+        print(f"   misses {r['deadline_misses']} cpu {r['cpu_pct']}% p99 {r['runtime_ms']['p99']} ms", file=log,
+              flush=True)
     per: list[dict[str, Any]] = []
     for n in per_device:
         print(f"== one pipeline per device N={n} K={batch}", file=log, flush=True)
@@ -415,17 +429,23 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
               f"{r['samples_per_s']:.0f} samples/s p99 {r['runtime_ms']['p99']} ms", file=log, flush=True)
         if not r["ok"]:
             break
-    main_rows = [r for r in gateway if r["batch"] == batch]
+    return {"figure": summarise(gateway, per, batch), "gateway": gateway, "per_device": per}
+
+
+def summarise(gateway: list[dict[str, Any]], per: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """The figure (the largest N tried with zero misses and zero drops, at K = batch and
+    the source's default batching), why the next N failed, and one pipeline per device compared."""
+    main_rows = [r for r in gateway if r["batch"] == batch and not r.get("chunk_ms")]
     ok = [r for r in main_rows if r["ok"]]
-    # the figure: the largest N such that it and every smaller tested N passed
-    best = None
-    for r in sorted(main_rows, key=lambda r: r["n"]):
-        if not r["ok"]:
-            break
-        best = r
+    # the figure: the largest N that passed (a smaller N that failed is named in failed_below_figure)
+    best = max(ok, key=lambda r: r["n"]) if ok else None
     per_ok = [r for r in per if r["ok"]]
     per_best = max(per_ok, key=lambda r: r["n"]) if per_ok else None
-    gw_ref = min(main_rows, key=lambda r: r["n"]) if main_rows else None
+    # the gateway row nearest in N to the largest per-device N that passed (the same load, both ways)
+    gw_ref = None
+    if main_rows:
+        target_n = per_best["n"] if per_best else 0
+        gw_ref = min(main_rows, key=lambda r: (abs(r["n"] - target_n), -r["n"]))
     cost_ratio = None
     if per_best and gw_ref and per_best["us_per_sample"] and gw_ref["us_per_sample"]:
         cost_ratio = round(per_best["us_per_sample"] / gw_ref["us_per_sample"], 2)
@@ -433,7 +453,7 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
         "batch": batch, "budget_ms": BUDGET_MS,
         "max_watches_zero_misses_zero_drops": best["n"] if best else 0,
         "samples_per_s_at_figure": best["samples_per_s"] if best else 0,
-        "largest_passing_n_any": max((r["n"] for r in ok), default=0),
+        "failed_below_figure": [r["n"] for r in main_rows if best and r["n"] < best["n"] and not r["ok"]],
         "limit": _limit(sorted(main_rows, key=lambda r: r["n"]), best),
         "target_watches": 2000, "target_met": bool(best and best["n"] >= 2000),
         "per_device_max_n": per_best["n"] if per_best else 0,
@@ -441,7 +461,7 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
         "gateway_us_per_sample_ref": {"n": gw_ref["n"], "us_per_sample": gw_ref["us_per_sample"]} if gw_ref else None,
         "per_device_cost_ratio": cost_ratio,
     }
-    return {"figure": figure, "gateway": gateway, "per_device": per}
+    return figure
 
 
 def machine() -> dict[str, Any]:
@@ -459,15 +479,16 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
 
 def tables(report: dict[str, Any], markdown: bool = False) -> str:
     g = report["results"]["gateway"]
-    rows = [["N", "K", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample", "samples/s",
-             "offered/s", "results/s", "drops (queue/lost)", "late p50 ms", "late p99 ms", "l2mu %", "decide %",
+    rows = [["N", "K", "chunk ms", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample", "in/s",
+             "processed/s", "offered/s", "results/s", "drops (queue/lost)", "late p50 ms", "late p99 ms", "l2mu %", "decide %",
              "ingest %", "sink %", "rest %"]]
     for r in g:
         p = r["profile_pct_of_core"]
-        rows.append([str(r["n"]), str(r["batch"]), "yes" if r["zero_misses"] else "no", str(r["deadline_misses"]),
+        rows.append([str(r["n"]), str(r["batch"]), _f(r.get("chunk_ms"), "{:g}") if r.get("chunk_ms") else "10 (default)",
+                     "yes" if r["zero_misses"] else "no", str(r["deadline_misses"]),
                      _f(r["runtime_ms"]["p50"]), _f(r["runtime_ms"]["p99"]), _f(r["runtime_ms"]["max"]),
                      _f(r["cpu_pct"], "{:.1f}"), _f(r["us_per_sample"], "{:.1f}"), f"{r['samples_per_s']:,.0f}",
-                     f"{r['offered_samples_per_s']:,}", f"{r['results_per_s']:,.1f}",
+                     f"{r.get('processed_samples_per_s', r['results_per_s'] * 50):,.0f}", f"{r['offered_samples_per_s']:,}", f"{r['results_per_s']:,.1f}",
                      f"{r['dropped_queue']}/{r['table']['lost']}", _f(r["lateness_ms"]["p50"]),
                      _f(r["lateness_ms"]["p99"]), *(_f(p.get(k), "{:.1f}") for k in
                                                     ("l2mu", "decide", "ingest", "sink", "rest"))])
@@ -488,7 +509,8 @@ def tables(report: dict[str, Any], markdown: bool = False) -> str:
     f = report["results"]["figure"]
     out += [f"Figure: {f['max_watches_zero_misses_zero_drops']} watches (K={f['batch']}, "
             f"{f['samples_per_s_at_figure']:,.0f} samples/s) with zero misses (budget {f['budget_ms']} ms) and "
-            f"zero drops; target {f['target_watches']}: {'met' if f['target_met'] else 'NOT met'}.",
+            f"zero drops; target {f['target_watches']}: {'met' if f['target_met'] else 'NOT met'}."
+            + (f" Smaller N that missed: {f['failed_below_figure']}." if f.get("failed_below_figure") else ""),
             f"Limit: {f['limit']}",
             f"One pipeline per device: largest N {f['per_device_max_n']}, {_f(f['per_device_us_per_sample'], '{:.1f}')} "
             f"µs/sample vs gateway {_f((f['gateway_us_per_sample_ref'] or {}).get('us_per_sample'), '{:.1f}')} µs/sample "
@@ -522,11 +544,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per case (20; quick 5)")
     ap.add_argument("--warmup", type=float, default=None, help="seconds before measuring (5; quick 2)")
     ap.add_argument("--batch", type=int, default=5, help="samples per message K (default 5)")
+    ap.add_argument("--chunk-ms", type=float, default=None,
+                    help="also run the watch_udp source with this chunk_ms (a what-if on the batching; default off)")
+    ap.add_argument("--chunk-counts", default="250,500,1000", help="N for the --chunk-ms runs")
     ap.add_argument("--write-docs", action="store_true", help=f"write {DOCS.relative_to(ROOT)}")
+    ap.add_argument("--render", nargs="+", default=None, metavar="JSON",
+                    help="no run: print (and with --write-docs write) the tables of saved reports; the gateway rows "
+                         "of the 2nd and later files are added to the first's")
+    ap.add_argument("--notes", default=None, help="a Markdown file whose text goes under Notes in the docs")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return _worker(json.loads(args.worker))
+    notes = Path(args.notes).read_text(encoding="utf-8").splitlines() if args.notes else []
+    if args.render:
+        docs = [json.loads(Path(f).read_text(encoding="utf-8").split("\n\n", 1)[0]) for f in args.render]
+        report = docs[0]
+        res = report["results"]
+        for d in docs[1:]:
+            res["gateway"] += d["results"]["gateway"]
+            res["per_device"] += d["results"]["per_device"]
+            report["command"] += "\npython tools/bench_gateway.py " + d["command"].split("bench_gateway.py ", 1)[-1]
+        res["gateway"].sort(key=lambda r: (r.get("chunk_ms") or 0, -r["batch"], r["n"]))
+        res["per_device"].sort(key=lambda r: r["n"])
+        res["figure"] = summarise(res["gateway"], res["per_device"], res["figure"]["batch"])
+        report["notes"] = notes
+        print(tables(report))
+        if args.write_docs:
+            write_docs(report)
+            print(f"wrote {DOCS}", file=sys.stderr)
+        return 0
     if not SPAR.is_file():
         print(f"recording not found: {SPAR} (set SPIKELINE_DATA)", file=sys.stderr)
         return 2
@@ -536,11 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     per = _ints(args.per_device) if args.per_device is not None else ([25, 100] if args.quick else [25, 50, 100, 200])
     duration = args.duration or (5.0 if args.quick else 20.0)
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
-    results = run_all(counts, k1, per, args.batch, duration, warmup)
+    results = run_all(counts, k1, per, args.batch, duration, warmup, chunk_ms=args.chunk_ms,
+                      chunk_counts=_ints(args.chunk_counts))
     report = {"benchmark": "gateway", "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "command": "python tools/bench_gateway.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": shlex.join(["python", "tools/bench_gateway.py", *(argv if argv is not None else sys.argv[1:])]),
               "settings": f"K={args.batch}, {duration:g} s measured after {warmup:g} s warm-up, budget {BUDGET_MS} ms",
-              "machine": machine(), "results": results}
+              "machine": machine(), "results": results, "notes": notes}
     print(json.dumps(report, indent=1))
     print()
     print(tables(report))
