@@ -30,6 +30,10 @@ gateway's.
 
     python tools/bench_gateway.py [--quick] [--counts 250,500,1000,2000,3000,4000] [--duration S] [--batch K]
                                   [--k1-counts 250,500] [--per-device 25,50,100,200] [--write-docs]
+                                  [--chunk-ms 2 --chunk-counts 250,500,1000]   (what-if: the source's batching)
+    python tools/bench_gateway.py --render main.json more.json [--notes notes.md] [--write-docs]
+
+The docs were made from two saved runs (stdout of each) with --render, notes from --notes.
 """
 
 from __future__ import annotations
