@@ -100,7 +100,9 @@ async def test_injected_loss_and_duplicates_are_counted_exactly_per_watch(data_d
     sim = {"watches": n, "duration": seconds, "batch": k, "loss": 0.05, "dup": 0.05, "jitter_ms": 5.0,
            "drift_ppm": 100.0, "offset_s": 5.0, "seed": 7}
     daemon, ledger, _ = await run_with_sim(mosquitto, sim, 0)
-    tab = daemon.pipelines[0].source.table  # type: ignore[attr-defined]
+    src = daemon.pipelines[0].source
+    tab = src.table  # type: ignore[attr-defined]
+    assert src.overflow == 0 and tab.totals()["rejected"] == 0  # type: ignore[attr-defined]
     for w in ledger["watches"]:
         d = tab.by_name[w["device"]]
         sent = [i for a, b in w["sample_ranges"] for i in range(a, b)]

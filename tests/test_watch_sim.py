@@ -141,17 +141,20 @@ async def test_mqtt_watches_match_recording_and_ledger(fmt: str, data_dir: Path,
                               max_queued_incoming_messages=100_000) as sub:
         await sub.subscribe("watch/+/imu", qos=0)
         task = asyncio.create_task(sim.arun(mqtt=mosquitto.url))
-        msgs = sub.messages
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    msg = await asyncio.wait_for(anext(msgs), 0.5)
-                except TimeoutError:
-                    if task.done():
-                        break
-                    continue
+
+        async def receive() -> None:  # never cancelled mid-message (a timeout around anext() can lose one)
+            async for msg in sub.messages:
                 assert isinstance(msg.payload, bytes)
                 got.append((str(msg.topic).split("/")[1], msg.payload))
+
+        reader = asyncio.create_task(receive())
+        async with asyncio.timeout(30):
+            await task
+            n = -1
+            while n != len(got):  # until nothing more arrives for 0.5 s
+                n = len(got)
+                await asyncio.sleep(0.5)
+        reader.cancel()
         ledger = await task
     totals = verify(ledger, fmt, got, data_dir)
     print(f"\nmqtt {fmt}: {len(got)} messages, {dict(totals)}")

@@ -336,27 +336,36 @@ class WatchMqttSource(_WatchSource):
                                       max_queued_incoming_messages=self.p["max_queued"]) as client:
                 await client.subscribe(self.p["topic"], qos=self.p["qos"])
                 log.info("watch_mqtt subscribed to %s on %s:%d", self.p["topic"], s.host, s.port)
-                last = time.monotonic()
-                msgs = client.messages
-                while not self._stopping.is_set():
-                    try:
-                        msg = await asyncio.wait_for(anext(msgs), timeout=period)
-                    except TimeoutError:
-                        msg = None
-                    now = time.monotonic()
-                    if msg is not None:
+
+                async def consume() -> None:
+                    # One task owns the message iterator and is never cancelled mid-message: a timeout around
+                    # anext() can lose a message aiomqtt has already taken off its queue.
+                    async for msg in client.messages:
+                        now = time.monotonic()
                         self.payloads += 1
                         name = str(msg.topic).split("/")[self._level]
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         for fr in self._decode(payload, fmt, name):
                             ing.add(fr, name, now)
-                    if now - last >= period or msg is None:
-                        last = now
+
+                reader = asyncio.create_task(consume())
+                try:
+                    while not self._stopping.is_set() and not reader.done():
+                        await asyncio.wait((reader,), timeout=period)
                         c = ing.chunk()
                         if c is not None:
                             put(c)
                         self.overflow = self._discards[0]
                         self.ctx.metrics.dropped_queue = self.overflow
+                    if reader.done():
+                        reader.result()  # the connection failed: raise it
+                    c = ing.chunk()  # stopping: what came in since the last chunk
+                    if c is not None:
+                        put(c)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
         except aiomqtt.MqttError as e:
             raise SourceError(f"watch_mqtt: broker {url}: {e}") from e
         finally:
