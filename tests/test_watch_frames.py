@@ -29,7 +29,7 @@ from spikeline.watch import (
     encode_frame,
     encode_json,
 )
-from spikeline.watch.frames import MAX_SAMPLES
+from spikeline.watch.frames import MAX_SAMPLES, decode_frames
 
 IMU = np.array([[0.01, -0.98, 0.12, 0.5, -1.25, 2.0], [0.02, -0.97, 0.11, 0.4, -1.2, 1.9]], np.float32)
 
@@ -290,9 +290,10 @@ def _check(result: Any, counts: Counter[str]) -> None:
     counts["frame"] += 1
 
 
-def _fuzz(decode: Any, valid: list[bytes], cases: int, seed: int) -> Counter[str]:
+def _mutants(valid: list[bytes], cases: int, seed: int) -> list[bytes]:
+    """Random bytes, truncations, byte mutations and splices of valid payloads, in turn."""
     rng = np.random.default_rng(seed)
-    counts: Counter[str] = Counter()
+    out = []
     for k in range(cases):
         kind = k % 4
         if kind == 0:  # random bytes
@@ -312,6 +313,13 @@ def _fuzz(decode: Any, valid: list[bytes], cases: int, seed: int) -> Counter[str
                     buf = base[:i] + rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes() + base[i:]
                 else:
                     buf = base[:i] + base[i + int(rng.integers(1, 9)):]
+        out.append(buf)
+    return out
+
+
+def _fuzz(decode: Any, valid: list[bytes], cases: int, seed: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for buf in _mutants(valid, cases, seed):
         try:
             _check(decode(buf), counts)
         except FrameError as e:
@@ -370,3 +378,48 @@ def test_hypothesis_fuzz_json_structures(obj: Any) -> None:
         return
     with contextlib.suppress(FrameError):
         _check(decode_json(text), Counter())
+
+
+def test_batch_decode_accepts_exactly_what_decode_frame_accepts() -> None:
+    """decode_frames (the gateway's vectorised path) against decode_frame, payload by payload: valid frames of
+    many sizes, device ids and channel counts, non-finite values, and 6000 mutants of them, shuffled into
+    batches of every size."""
+    rng = np.random.default_rng(11)
+    valid = []
+    for n in (1, 2, 5, 5, 5, 10, 50):
+        for dev in ("", "w3", "watch-0042", "a" * 64):
+            d = rng.normal(size=(n, 6)).astype(np.float32)
+            valid.append(encode_frame(d, int(rng.integers(0, 1 << 40)), int(rng.integers(-(1 << 40), 1 << 40)),
+                                      int(rng.integers(1, 1 << 20)), dev))
+    valid.append(encode_frame(rng.normal(size=(5, 3)).astype(np.float32), 0, 0, 20_000, "w3"))  # 3 channels
+    nan = bytearray(valid[3])
+    nan[-4:] = np.float32(np.nan).tobytes()
+    payloads = valid * 3 + [bytes(nan), slw1(5, 6, (1 << 63) - 3, 0, 1, b""), slw1(5, 6, 0, 0, 0, b"w1"),
+                            slw1(2, 6, 0, 0, 1, b"w\x001"), slw1(2, 6, 0, 0, 1, b"w\xe91"), b"SLW1"]
+    payloads += _mutants(valid, 6000, seed=12)
+    order = rng.permutation(len(payloads))
+    payloads = [payloads[i] for i in order]
+    accepted = 0
+    start = 0
+    for size in (1, 7, 100, 1000, len(payloads) - 1108):
+        part = payloads[start:start + size]
+        start += size
+        b = decode_frames(part, 6, max_samples=20)
+        assert b.data.dtype == np.float32 and b.data.flags.c_contiguous
+        for j, p in enumerate(part):
+            try:
+                f = decode_frame(p, 6, max_samples=20)
+            except FrameError:
+                assert not b.ok[j], p
+                continue
+            assert b.ok[j], p
+            accepted += 1
+            assert (b.device[j], b.first_index[j], b.t0_us[j], b.period_us[j], b.n[j]) == (
+                f.device, f.first_index, f.t0_us, f.period_us, f.n)
+            np.testing.assert_array_equal(b.data[b.offset[j]:b.offset[j] + b.n[j]], f.data)
+    assert start == len(payloads)
+    assert 100 < accepted < len(payloads) - 1000  # both outcomes, many of each
+    big = decode_frames([valid[0], valid[0]], 6, max_size=len(valid[0]) - 1)
+    assert not big.ok.any()
+    empty = decode_frames([], 6)
+    assert empty.data.shape == (0, 6) and len(empty.ok) == 0

@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import json
 import math
 import os
@@ -143,21 +144,31 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
     from spikeline.sources import watch
 
     # Profile hooks (benchmark-side wrappers, class level, before the pipeline exists).
-    t_decode, t_add, t_chunk, t_sink = _Timer(), _Timer(), _Timer(), _Timer()
-    t_decode.wrap(watch._WatchSource, "_decode")
-    t_add.wrap(watch._Ingest, "add")
+    t_add, t_chunk, t_sink = _Timer(), _Timer(), _Timer()
+    t_add.wrap(watch._Ingest, "add_batch")  # decode (batched and one by one) + DeviceTable admission
     t_chunk.wrap(watch._Ingest, "chunk")
     t_sink.wrap(JsonlSink, "submit")
     late = LatencyHistogram()
-    admit = DeviceTable.admit
+    admit_frame = DeviceTable.admit_frame
 
-    def admit_and_time(self: Any, d: Any, first: Any, t_us: Any, arrival: float) -> Any:
-        a = admit(self, d, first, t_us, arrival)
-        if a is not None and len(a.t):
-            late.record_one(max(0.0, arrival - float(a.t[-1])))
-        return a
+    def admit_and_time(self: Any, d: Any, first: int, n: int, t0: int, period: int, arrival: float) -> Any:
+        skip = admit_frame(self, d, first, n, t0, period, arrival)
+        if skip is not None:  # arrival - the newest sample's mapped time
+            c = d.clock
+            late.record_one(max(0.0, arrival - min(c.a + c.b * ((t0 + (n - 1) * period) * 1e-6), arrival)))
+        return skip
 
-    DeviceTable.admit = admit_and_time  # type: ignore[method-assign]
+    DeviceTable.admit_frame = admit_and_time  # type: ignore[method-assign,assignment]
+    gc_pauses = LatencyHistogram()  # the collector's pauses in the pipeline process
+    gc_t0 = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_pauses.record_one(time.perf_counter() - gc_t0[0])
+
+    gc.callbacks.append(on_gc)
 
     cfg = parse({"pipeline": [{"name": "har-gateway", "budget_ms": BUDGET_MS, "queue_s": 1.0,
                                "source": {"type": "watch_udp", "port": port, "format": "auto", "rate_hz": 50,
@@ -173,6 +184,7 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
                 if p.state == State.FAILED:
                     raise RuntimeError(p.error)
                 await asyncio.sleep(0.01)
+        gc.freeze()  # as the daemon does once its pipelines are up (Daemon._freeze_when_up)
         print(json.dumps({"ready": True}), flush=True)
         async with asyncio.timeout(60):  # the simulator starts: wait for its first samples
             while m.samples_in == 0:  # noqa: ASYNC110 (a counter the pipeline owns: nothing to await)
@@ -184,15 +196,16 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
         def snap() -> dict[str, Any]:
             return {"t": time.monotonic(), "cpu": _cpu_s(), "samples_in": m.samples_in, "results": m.results,
                     "misses": m.deadline_misses, "dropped_queue": m.dropped_queue, "dropped_stale": m.dropped_stale,
-                    "table": table.totals(), "decode": t_decode.s, "add": t_add.s, "chunk": t_chunk.s,
+                    "table": table.totals(), "add": t_add.s, "chunk": t_chunk.s,
                     "sink": t_sink.s}
 
-        for h in (m.runtime, m.age, late, *m.stages.values()):
+        for h in (m.runtime, m.age, late, gc_pauses, *m.stages.values()):
             h.window()
         a = snap()
         await asyncio.sleep(duration)
         b = snap()
         runtime, age, lateness = _hist_window(m.runtime), _hist_window(m.age), _hist_window(late)
+        gcp = _hist_window(gc_pauses)
         stages = {k: _hist_window(h) for k, h in m.stages.items()}
         totals_at_end = {"misses": m.deadline_misses, "dropped_queue": m.dropped_queue, **table.totals()}
     finally:
@@ -204,7 +217,7 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
     samples = b["samples_in"] - a["samples_in"]
     tab = {k: b["table"][k] - a["table"][k] for k in ("samples", "lost", "duplicates", "rejected")}
     prof_s = {"l2mu": stages.get("l2mu", {}).get("sum_s", 0.0), "decide": stages.get("decide", {}).get("sum_s", 0.0),
-              "ingest": (b["decode"] - a["decode"]) + (b["add"] - a["add"]) + (b["chunk"] - a["chunk"]),
+              "ingest": (b["add"] - a["add"]) + (b["chunk"] - a["chunk"]),
               "sink": b["sink"] - a["sink"]}
     prof_s["rest"] = max(0.0, cpu - sum(prof_s.values()))
     return {
@@ -217,7 +230,7 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
         "deadline_misses": b["misses"] - a["misses"], "dropped_queue": b["dropped_queue"] - a["dropped_queue"],
         "dropped_stale": b["dropped_stale"] - a["dropped_stale"], "table": tab,
         "active_devices": b["table"]["active_devices"],
-        "runtime_ms": runtime, "age_ms": age, "lateness_ms": lateness, "stage_ms": stages,
+        "runtime_ms": runtime, "age_ms": age, "lateness_ms": lateness, "stage_ms": stages, "gc_pause_ms": gcp,
         "profile_pct_of_core": {k: round(100 * v / wall, 1) for k, v in prof_s.items()},
         "totals_incl_warmup": totals_at_end, "state": p.state.name, "error": p.error,
     }
@@ -304,6 +317,7 @@ def _worker(spec: dict[str, Any]) -> int:
 
         sim = Simulator(SimConfig(watches=spec["n"], format="binary", batch=spec["batch"],
                                   duration=spec["seconds"], data=str(SPAR), seed=spec.get("seed", 0)))
+        gc.freeze()  # as the daemon does once its pipelines are up (Daemon._freeze_when_up)
         print(json.dumps({"ready": True}), flush=True)
         ledger = sim.run(udp=f"127.0.0.1:{spec['port']}")
         out = {"summary": ledger.get("summary", {})}

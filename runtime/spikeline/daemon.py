@@ -8,6 +8,7 @@ queued samples are computed and published until `drain_s`, what is left is count
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -45,12 +46,15 @@ class Daemon:
             pub_task = tg.create_task(self.publisher.run(), name="mqtt") if self.publisher else None
             tasks = [tg.create_task(p.run(), name=f"pipeline-{p.name}") for p in self.pipelines]
             metrics_task = tg.create_task(self._metrics_loop(), name="metrics")
+            freeze = tg.create_task(self._freeze_when_up(), name="gc-freeze")
             stop_wait = tg.create_task(self._stop.wait())
             running: set[asyncio.Future[Any]] = set(tasks)
             while running and not stop_wait.done():
                 _, running = await asyncio.wait(running | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 running.discard(stop_wait)
             await self._drain(tasks)
+            freeze.cancel()
+            gc.unfreeze()
             metrics_task.cancel()
             stop_wait.cancel()
             self._report()
@@ -64,6 +68,16 @@ class Daemon:
         for p in failed:
             log.error("pipeline %s failed: %s", p.name, p.error)
         return 1 if failed else 0
+
+    async def _freeze_when_up(self) -> None:
+        """Once every pipeline is up, move everything allocated so far (modules, models, configuration) out of
+        the garbage collector's reach (gc.freeze): a full collection then scans only what the pipelines
+        allocate while running, instead of pausing the loop for tens of ms (measured: a 36 ms pause at
+        2000 watches in tools/bench_gateway.py). Undone at shutdown."""
+        while any(p.state in (State.CREATED, State.OPENING) for p in self.pipelines):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # (pipeline states have no event to await)
+        gc.freeze()  # no collection first: data may already be flowing, and a full one is the pause avoided
+        log.debug("gc: %d objects frozen", gc.get_freeze_count())
 
     async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
         for p in self.pipelines:

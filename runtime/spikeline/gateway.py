@@ -51,7 +51,8 @@ class ClockMap:
         self.n_windows = 0
 
     def observe(self, d_us: int, arrival: float) -> None:
-        """One pair: the newest sample of a frame and the frame's arrival time."""
+        """One pair: the newest sample of a frame and the frame's arrival time. The line is refitted only when
+        a window closes or the current window's minimum falls (nothing else can move it)."""
         d = d_us * 1e-6
         off = arrival - d
         cur = self._cur
@@ -62,6 +63,8 @@ class ClockMap:
             self._cur = (arrival, d, off)
         elif off < cur[2]:
             self._cur = (cur[0], d, off)
+        else:
+            return
         self._fit()
 
     def _fit(self) -> None:
@@ -71,15 +74,20 @@ class ClockMap:
             self.b = 1.0
             self.a = min(y - x for x, y in pts)
             return
-        x = np.array([p[0] for p in pts])
-        y = np.array([p[1] for p in pts])
-        xm = x.mean()
-        den = float(((x - xm) ** 2).sum())
-        b = float(((x - xm) * (y - y.mean())).sum() / den) if den > 0 else 1.0
+        # least squares through at most `windows` + 1 points (plain floats beat numpy at this size), centred on
+        # the first point so that epoch-sized device times keep their precision
+        k = len(pts)
+        x0, y0 = pts[0]
+        xs = [x - x0 for x, _ in pts]
+        ys = [y - y0 for _, y in pts]
+        xm = sum(xs) / k
+        ym = sum(ys) / k
+        den = sum((x - xm) * (x - xm) for x in xs)
+        b = sum((x - xm) * (y - ym) for x, y in zip(xs, ys, strict=True)) / den if den > 0 else 1.0
         b = min(max(b, 1.0 - MAX_DRIFT), 1.0 + MAX_DRIFT)
         # the line through the lowest point at that slope: no witness lies below it
         self.b = b
-        self.a = float(np.min(y - b * x))
+        self.a = min(y - b * x for x, y in pts)
 
     def map(self, d_us: npt.ArrayLike, arrival: float) -> F64:
         t = self.a + self.b * (np.asarray(d_us, dtype=np.float64) * 1e-6)
@@ -175,6 +183,37 @@ class DeviceTable:
         log.info("device %s admitted (slot %d, %d active)", name, slot, len(self.by_name))
         return d
 
+    def _advance(self, d: Device, first: int, n: int, arrival: float) -> int | None:
+        """Move `d`'s expected index past a frame of n samples from index `first`, counting a gap or the
+        samples seen before. Returns how many leading samples are duplicates (to skip), None if all are."""
+        d.last_seen = arrival
+        skip = 0
+        nxt = d.next_index
+        if nxt is not None:
+            if first < nxt:  # some or all already seen (or the device restarted its counter)
+                if first + n <= nxt and nxt - first > 10 * max(n, 50):
+                    # far behind: the device restarted (reboot); start its index line again
+                    d.next_index = None
+                else:
+                    skip = nxt - first
+                    d.duplicates += min(skip, n)
+                    if skip >= n:
+                        return None
+            elif first > nxt:
+                d.lost += first - nxt
+        d.next_index = first + n
+        d.samples += n - skip
+        return skip
+
+    def _observe(self, d: Device, last_us: int, arrival: float) -> None:
+        """The clock witness (the frame's newest kept sample) and the device's lateness."""
+        c = d.clock
+        c.observe(last_us, arrival)
+        late = arrival - min(c.a + c.b * (last_us * 1e-6), arrival)  # arrival - the newest sample's mapped time
+        d.late_s += 0.1 * (late - d.late_s)
+        if late > d.late_max_s:
+            d.late_max_s = late
+
     def admit(self, d: Device, first_index: int | None, t_us: I64, arrival: float) -> Admitted | None:
         """A frame of len(t_us) consecutive samples from `d` (first_index None: indices from the timestamps
         and the period, done by the caller). Returns the rows to keep (not duplicates) with their indices and
@@ -184,31 +223,26 @@ class DeviceTable:
         if n == 0:
             return None
         assert first_index is not None
-        idx = first_index + np.arange(n, dtype=np.int64)
-        keep: slice | npt.NDArray[np.intp] = slice(None)
-        if d.next_index is not None:
-            if first_index < d.next_index:  # some or all already seen (or the device restarted its counter)
-                if first_index + n <= d.next_index and d.next_index - first_index > 10 * max(n, 50):
-                    # far behind: the device restarted (reboot); start its index line again
-                    d.next_index = None
-                else:
-                    start = d.next_index - first_index
-                    d.duplicates += min(start, n)
-                    if start >= n:
-                        return None
-                    keep = slice(start, None)
-                    idx = idx[start:]
-            elif first_index > d.next_index:
-                d.lost += first_index - d.next_index
-        d.next_index = int(idx[-1]) + 1
-        tk = t_us[keep]
-        d.clock.observe(int(tk[-1]), arrival)
-        d.samples += len(idx)
-        t = d.clock.map(tk, arrival)
-        late = arrival - float(t[-1])  # how long after its (mapped) sampling time the newest sample arrived
-        d.late_s += 0.1 * (late - d.late_s)
-        d.late_max_s = max(d.late_max_s, late)
-        return Admitted(d.slot, keep, idx, t)
+        skip = self._advance(d, first_index, n, arrival)
+        if skip is None:
+            return None
+        tk = t_us[skip:]
+        self._observe(d, int(tk[-1]), arrival)
+        idx = first_index + np.arange(skip, n, dtype=np.int64)
+        return Admitted(d.slot, slice(skip, None), idx, d.clock.map(tk, arrival))
+
+    def admit_frame(self, d: Device, first: int, n: int, t0_us: int, period_us: int,
+                    arrival: float) -> int | None:
+        """`admit` for a frame on a regular grid (sample i at t0_us + i * period_us), without arrays: returns
+        how many leading samples to skip (duplicates), None to drop the frame. The rows' local times are
+        `d.clock.map` of their device times, as they stand after this call."""
+        if n <= 0:
+            d.last_seen = arrival
+            return None
+        skip = self._advance(d, first, n, arrival)
+        if skip is not None:
+            self._observe(d, t0_us + (n - 1) * period_us, arrival)
+        return skip
 
     def reject(self, name: str, reason: str) -> None:
         """Count a payload refused from `name` (a device, or a would-be device that never sent a valid one)."""

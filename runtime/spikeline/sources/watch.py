@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..chunk import SampleChunk, StreamMeta
-from ..gateway import DeviceTable
+from ..gateway import Device, DeviceTable
 from ..params import Param
 from .base import Source, SourceError
 
@@ -45,7 +45,8 @@ _COMMON = {
     "rate_hz": Param("number", 50.0, min=0, min_exclusive=True, help="the devices' sampling rate"),
     "max_devices": Param("int", 4096, min=1, max=1 << 20, help="slots: devices served at once"),
     "idle_timeout_s": Param("number", 10.0, min=0.1, help="a device without data this long is retired"),
-    "chunk_ms": Param("number", 10.0, min=0.5, help="payloads batched into one chunk for the stages"),
+    "chunk_ms": Param("number", 5.0, min=0.5, help="payloads batched into one chunk for the stages (the most a "
+                      "payload waits before the stages see it: part of the latency budget)"),
     "max_payload": Param("int", 65536, min=64, max=1 << 20, help="larger payloads are refused (too_large)"),
     "max_pending": Param("int", 100_000, min=1, help="payloads waiting for the event loop; beyond it they are "
                                                   "dropped and counted (dropped_queue)"),
@@ -54,27 +55,44 @@ _COMMON = {
 
 
 class _Ingest:
-    """Decoded, admitted rows of many devices, collected until the next chunk."""
+    """Decoded, admitted rows of many devices, collected until the next chunk, in arrival order.
 
-    def __init__(self, source: Source, table: DeviceTable, meta: StreamMeta, channels: int, rate: float) -> None:
+    `add_batch` is the fast path: SLW1 payloads are decoded together (`frames.decode_frames`), each frame is
+    admitted with scalars only (`DeviceTable.admit_frame`), and a run of such frames becomes one block of rows
+    with a few vectorised operations. Other payloads (JSON, CSV, anything the batch decoder leaves out) go one
+    Frame at a time through `add`, and end the run, so every device's rows stay in order."""
+
+    def __init__(self, source: _WatchSource, table: DeviceTable, meta: StreamMeta, channels: int,
+                 rate: float) -> None:
         self.src = source
         self.table = table
         self.meta = meta
         self.channels = channels
         self.period_us = 1e6 / rate
-        self.parts: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], float, int,
-                               npt.NDArray[np.int64]]] = []
+        # blocks of rows: data (n, c) float32, t (n,) local s, t_recv (n,), streams (n,) int32, row_seq (n,) int64
+        self.blocks: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64],
+                                npt.NDArray[np.int32], npt.NDArray[np.int64]]] = []
         self.rows = 0
         self._last_t: dict[str, int] = {}  # CSV devices (no sample index): device time of the newest sample
 
+    def _device(self, name: str, arrival: float) -> Device | None:
+        d = self.table.by_name.get(name)
+        if d is not None:
+            return d
+        if not _NAME.match(name):
+            self.table.reject(name[:64] or "(empty)", "bad_device")
+            return None
+        return self.table.device(name, arrival)
+
     def add(self, frame: Any, name: str, arrival: float) -> None:
+        """One decoded Frame of any format."""
         if not _NAME.match(name):
             self.table.reject(name[:64] or "(empty)", "bad_device")
             return
         if frame.data.shape[1] != self.channels:
             self.table.reject(name, "bad_shape")
             return
-        d = self.table.device(name, arrival)
+        d = self._device(name, arrival)
         if d is None:
             return
         n = frame.data.shape[0]
@@ -95,21 +113,82 @@ class _Ingest:
         a = self.table.admit(d, first, t_us, arrival)
         if a is None:
             return
-        data = frame.data[a.keep]
-        self.parts.append((data, a.t, arrival, a.slot, a.index))
-        self.rows += len(data)
+        k = len(a.index)
+        self.blocks.append((frame.data[a.keep], a.t, np.full(k, arrival), np.full(k, a.slot, np.int32), a.index))
+        self.rows += k
+
+    def add_batch(self, items: list[tuple[bytes, str, float]], fmt: str, frame_names: bool) -> None:
+        """Payloads (bytes, the transport's device name, arrival), in arrival order. frame_names: a device id
+        inside a frame overrides the transport's name (UDP); otherwise the transport's name is the device
+        (MQTT: the topic level)."""
+        from ..watch import frames as fr
+
+        fast = None
+        if fmt in ("binary", "auto") and items:
+            fast = fr.decode_frames([it[0] for it in items], self.channels, max_size=self.src.p["max_payload"])
+        run: list[tuple[int, int, int, int, int, int, float, float, float]] = []
+        if fast is not None:  # plain ints for the loop (numpy scalars are slow one at a time)
+            ok, ns, firsts = fast.ok.tolist(), fast.n.tolist(), fast.first_index.tolist()
+            t0s, periods, offsets, devs = fast.t0_us.tolist(), fast.period_us.tolist(), fast.offset.tolist(), fast.device
+        else:
+            ok = [False] * len(items)
+        admit = self.table.admit_frame
+        for j, (payload, name, arrival) in enumerate(items):
+            if ok[j]:
+                d = self._device((devs[j] or name) if frame_names else name, arrival)
+                if d is None:
+                    continue
+                n, first, t0, period = ns[j], firsts[j], t0s[j], periods[j]
+                skip = admit(d, first, n, t0, period, arrival)
+                if skip is None:
+                    continue
+                c = d.clock
+                run.append((offsets[j] + skip, n - skip, d.slot, first + skip, t0 + skip * period, period,
+                            c.a, c.b, arrival))
+                continue
+            if run:
+                assert fast is not None
+                self._add_run(run, fast.data)
+                run = []
+            for frame in self.src._decode(payload, fmt, name):
+                self.add(frame, (frame.device or name) if frame_names else name, arrival)
+        if run:
+            assert fast is not None
+            self._add_run(run, fast.data)
+
+    def _add_run(self, run: list[tuple[int, int, int, int, int, int, float, float, float]],
+                 data: npt.NDArray[np.float32]) -> None:
+        """The rows of admitted SLW1 frames, each (offset into data, rows, slot, first index, device time of
+        the first row, period, clock a, clock b, arrival), as one block."""
+        ints = np.array([r[:6] for r in run], np.int64)
+        flts = np.array([r[6:] for r in run], np.float64)
+        cnt = ints[:, 1]
+        total = int(cnt.sum())
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        t_dev = np.repeat(ints[:, 4], cnt) + within * np.repeat(ints[:, 5], cnt)
+        t_recv = np.repeat(flts[:, 2], cnt)
+        # exactly DeviceTable.admit's mapping: min(a + b * (t_us * 1e-6), arrival)
+        t = np.repeat(flts[:, 0], cnt) + np.repeat(flts[:, 1], cnt) * (t_dev.astype(np.float64) * 1e-6)
+        self.blocks.append((data[np.repeat(ints[:, 0], cnt) + within], np.minimum(t, t_recv), t_recv,
+                            np.repeat(ints[:, 2], cnt).astype(np.int32), np.repeat(ints[:, 3], cnt) + within))
+        self.rows += total
 
     def chunk(self) -> SampleChunk | None:
-        if not self.parts:
+        if not self.blocks:
             return None
-        data = np.ascontiguousarray(np.concatenate([p[0] for p in self.parts]), dtype=np.float32)
-        t = np.concatenate([p[1] for p in self.parts])
-        t_recv = np.concatenate([np.full(len(p[0]), p[2]) for p in self.parts])
-        streams = np.concatenate([np.full(len(p[0]), p[3], np.int32) for p in self.parts])
-        row_seq = np.concatenate([p[4] for p in self.parts])
-        self.parts = []
+        b = self.blocks
+        self.blocks = []
         self.rows = 0
-        return SampleChunk(data=data, t=t, t_recv=t_recv, seq=0, meta=self.meta, streams=streams, row_seq=row_seq)
+        if len(b) == 1:
+            data, t, t_recv, streams, row_seq = b[0]
+        else:
+            data = np.concatenate([x[0] for x in b])
+            t = np.concatenate([x[1] for x in b])
+            t_recv = np.concatenate([x[2] for x in b])
+            streams = np.concatenate([x[3] for x in b])
+            row_seq = np.concatenate([x[4] for x in b])
+        return SampleChunk(data=np.ascontiguousarray(data, dtype=np.float32), t=t, t_recv=t_recv, seq=0,
+                           meta=self.meta, streams=streams, row_seq=row_seq)
 
 
 class _WatchSource(Source):
@@ -221,10 +300,8 @@ class WatchUdpSource(_WatchSource):
         def batch(items: list[tuple[bytes, str, float]]) -> None:
             with self._lock:
                 self._pending -= len(items)
-            for payload, addr, arrival in items:
-                self.payloads += 1
-                for fr in self._decode(payload, fmt, addr):
-                    ing.add(fr, fr.device or addr, arrival)
+            self.payloads += len(items)
+            ing.add_batch(items, fmt, frame_names=True)
             c = ing.chunk()
             if c is not None:
                 put(c)
@@ -337,31 +414,35 @@ class WatchMqttSource(_WatchSource):
                 await client.subscribe(self.p["topic"], qos=self.p["qos"])
                 log.info("watch_mqtt subscribed to %s on %s:%d", self.p["topic"], s.host, s.port)
 
+                pending: list[tuple[bytes, str, float]] = []
+
                 async def consume() -> None:
                     # One task owns the message iterator and is never cancelled mid-message: a timeout around
                     # anext() can lose a message aiomqtt has already taken off its queue.
+                    level = self._level
                     async for msg in client.messages:
-                        now = time.monotonic()
                         self.payloads += 1
-                        name = str(msg.topic).split("/")[self._level]
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        for fr in self._decode(payload, fmt, name):
-                            ing.add(fr, name, now)
+                        pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
+
+                def flush() -> None:
+                    if pending:
+                        ing.add_batch(pending, fmt, frame_names=False)
+                        pending.clear()
+                    c = ing.chunk()
+                    if c is not None:
+                        put(c)
 
                 reader = asyncio.create_task(consume())
                 try:
                     while not self._stopping.is_set() and not reader.done():
                         await asyncio.wait((reader,), timeout=period)
-                        c = ing.chunk()
-                        if c is not None:
-                            put(c)
+                        flush()
                         self.overflow = self._discards[0]
                         self.ctx.metrics.dropped_queue = self.overflow
                     if reader.done():
                         reader.result()  # the connection failed: raise it
-                    c = ing.chunk()  # stopping: what came in since the last chunk
-                    if c is not None:
-                        put(c)
+                    flush()  # stopping: what came in since the last chunk
                 finally:
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
