@@ -177,3 +177,40 @@ async def test_csv_lines_from_a_drifting_phone_app_give_no_false_gaps(data_dir: 
     (d,) = p.source.table.by_name.values()  # type: ignore[attr-defined]
     assert d.name.startswith("127.0.0.1:")  # CSV names no device: the sender does
     assert (d.samples, d.lost, d.duplicates) == (1199, 1, 0)
+
+
+async def test_udp_arrival_is_the_kernels_receive_time_and_the_backlog_is_bounded() -> None:
+    """watch_udp reads the socket on the event loop. Datagrams that wait in the socket buffer while the loop is
+    busy keep the kernel's receive time (SO_TIMESTAMPNS), so the wait counts in the latency; beyond
+    max_pending payloads per chunk period the rest are dropped and counted, not held."""
+    from spikeline.metrics import PipelineMetrics
+    from spikeline.queue import SampleQueue
+    from spikeline.sources import SourceContext
+    from spikeline.sources.watch import WatchUdpSource
+
+    ctx = SourceContext("p", 0.05, 0.3, 1.0, PipelineMetrics("p", 0.05, None))
+    ctx.queue = SampleQueue(1 << 20)
+    params = {**{k: v.default for k, v in WatchUdpSource.params.items() if not v.required}, "port": free_udp_port(),
+              "max_pending": 30, "chunk_ms": 5.0}
+    src = WatchUdpSource(params, ctx)
+    await src.open()
+    assert src.kernel_stamps
+    chunks: list[SampleChunk] = []
+    task = asyncio.create_task(src.run(chunks.append))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await asyncio.sleep(0.05)
+        sent = time.monotonic()
+        for k in range(50):  # 50 payloads while the loop is blocked for 200 ms
+            tx.sendto(encode_frame(np.full((1, 6), k, np.float32), 0, 0, 20_000, device=f"w{k}"), src.address)
+        time.sleep(0.2)  # noqa: ASYNC251 (the loop is busy: blocking on purpose)
+        await asyncio.sleep(0.1)
+    finally:
+        src.stop()
+        await asyncio.wait_for(task, 5)
+        tx.close()
+    rows = np.concatenate([c.t_recv for c in chunks])
+    assert len(rows) == 30 and src.overflow == 20  # 30 held, 20 dropped and counted
+    assert ctx.metrics.dropped_queue == 20
+    # received within a few ms of sending, not when the loop got to them 200 ms later
+    assert np.all(rows - sent < 0.05), rows - sent

@@ -495,21 +495,29 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _default_chunk_ms() -> float:
+    from spikeline.sources.watch import WatchUdpSource
+
+    return float(WatchUdpSource.params["chunk_ms"].default)
+
+
 def tables(report: dict[str, Any], markdown: bool = False) -> str:
     g = report["results"]["gateway"]
+    default_chunk = report.get("settings_detail", {}).get("default_chunk_ms", 10.0)
     rows = [["N", "K", "chunk ms", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample", "in/s",
              "processed/s", "offered/s", "results/s", "drops (queue/lost)", "late p50 ms", "late p99 ms", "l2mu %", "decide %",
-             "ingest %", "sink %", "rest %"]]
+             "ingest %", "sink %", "rest %", "gc max ms"]]
     for r in g:
         p = r["profile_pct_of_core"]
-        rows.append([str(r["n"]), str(r["batch"]), _f(r.get("chunk_ms"), "{:g}") if r.get("chunk_ms") else "10 (default)",
+        rows.append([str(r["n"]), str(r["batch"]), _f(r.get("chunk_ms"), "{:g}") if r.get("chunk_ms") else f"{default_chunk:g} (default)",
                      "yes" if r["zero_misses"] else "no", str(r["deadline_misses"]),
                      _f(r["runtime_ms"]["p50"]), _f(r["runtime_ms"]["p99"]), _f(r["runtime_ms"]["max"]),
                      _f(r["cpu_pct"], "{:.1f}"), _f(r["us_per_sample"], "{:.1f}"), f"{r['samples_per_s']:,.0f}",
                      f"{r.get('processed_samples_per_s', r['results_per_s'] * 50):,.0f}", f"{r['offered_samples_per_s']:,}", f"{r['results_per_s']:,.1f}",
                      f"{r['dropped_queue']}/{r['table']['lost']}", _f(r["lateness_ms"]["p50"]),
                      _f(r["lateness_ms"]["p99"]), *(_f(p.get(k), "{:.1f}") for k in
-                                                    ("l2mu", "decide", "ingest", "sink", "rest"))])
+                                                    ("l2mu", "decide", "ingest", "sink", "rest")),
+                     _f(r.get("gc_pause_ms", {}).get("max"))])
     out = ["Gateway mode (one pipeline, watch_udp, pinned to one core):", format_table(rows, markdown=markdown), ""]
     per = report["results"]["per_device"]
     if per:
@@ -606,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "gateway", "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": shlex.join(["python", "tools/bench_gateway.py", *(argv if argv is not None else sys.argv[1:])]),
               "settings": f"K={args.batch}, {duration:g} s measured after {warmup:g} s warm-up, budget {BUDGET_MS} ms",
+              "settings_detail": {"default_chunk_ms": _default_chunk_ms()},
               "machine": machine(), "results": results, "notes": notes}
     print(json.dumps(report, indent=1))
     print()

@@ -7,6 +7,10 @@ pipeline's `DeviceTable` (spikeline.gateway): its sample indices reveal gaps and
 are mapped to this host's clock (online offset and drift), and after `idle_timeout_s` without data it is
 retired (its state freed, the event logged and counted) and re-admitted when it returns.
 
+Both read on the event loop itself (UDP: a non-blocking socket drained when readable, each datagram stamped
+with the kernel's receive time; MQTT: one task owning aiomqtt's message iterator) and hand what arrived to
+the stages every `chunk_ms`; SLW1 payloads are decoded and admitted a batch at a time.
+
 Every chunk handed to the pipeline holds the rows of many devices (`SampleChunk.streams` = slots,
 `row_seq` = each row's index on its device), in arrival order and in each device's sample order; stages that
 serve gateway streams advance all the devices of a round with one kernel call.
@@ -22,7 +26,8 @@ import contextlib
 import logging
 import re
 import socket
-import threading
+import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +42,10 @@ from .base import Source, SourceError
 
 log = logging.getLogger("spikeline.watch")
 
+_LINUX = sys.platform.startswith("linux")
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX else None)  # kernel receive time per datagram
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if _LINUX else None)  # datagrams the OS dropped, cumulative
+
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 IMU_CHANNELS = ["ax", "ay", "az", "wx", "wy", "wz"]
 
@@ -48,8 +57,8 @@ _COMMON = {
     "chunk_ms": Param("number", 5.0, min=0.5, help="payloads batched into one chunk for the stages (the most a "
                       "payload waits before the stages see it: part of the latency budget)"),
     "max_payload": Param("int", 65536, min=64, max=1 << 20, help="larger payloads are refused (too_large)"),
-    "max_pending": Param("int", 100_000, min=1, help="payloads waiting for the event loop; beyond it they are "
-                                                  "dropped and counted (dropped_queue)"),
+    "max_pending": Param("int", 100_000, min=1, help="payloads received but not yet handed to the stages (one "
+                                                  "chunk_ms); beyond it they are dropped and counted (dropped_queue)"),
     "stream_name": Param("str", "", help="stream name (default: watches)"),
 }
 
@@ -265,10 +274,9 @@ class WatchUdpSource(_WatchSource):
     def __init__(self, p: dict[str, Any], ctx: Any) -> None:
         super().__init__(p, ctx)
         self._sock: socket.socket | None = None
-        self._stop_thread = threading.Event()
         self.address: tuple[str, int] = (p["host"], p["port"])
-        self._pending = 0
-        self._lock = threading.Lock()
+        self.socket_drops = 0  # datagrams the OS dropped (receive buffer full), from SO_RXQ_OVFL
+        self.kernel_stamps = False  # arrival times from the kernel (SO_TIMESTAMPNS) rather than from the read
 
     async def open(self) -> StreamMeta:
         p = self.p
@@ -276,83 +284,98 @@ class WatchUdpSource(_WatchSource):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, p["rcvbuf_kb"] * 1024)
             sock.bind((p["host"], p["port"]))
-            sock.settimeout(0.05)
+            sock.setblocking(False)
         except OSError as e:
             sock.close()
             raise SourceError(f"pipeline {self.ctx.pipeline}: watch_udp cannot listen on {p['host']}:{p['port']}: "
                               f"{e}") from e
+        for opt in (_SO_TIMESTAMPNS, _SO_RXQ_OVFL):
+            if opt is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+                    if opt == _SO_TIMESTAMPNS:
+                        self.kernel_stamps = True
         self._sock = sock
         self.address = sock.getsockname()[:2]
         log.info("watch_udp listening on %s:%d", *self.address)
         return self._meta(f"udp://{self.address[0]}:{self.address[1]}")
 
-    def stop(self) -> None:
-        super().stop()
-        self._stop_thread.set()
-
     async def run(self, put: Callable[[SampleChunk], None]) -> None:
+        """The event loop reads the socket itself (non-blocking, when it is readable): no thread, no hand-over.
+        Each datagram keeps the kernel's receive time, so time spent waiting in the socket buffer while the
+        loop computes counts in the latency. Every chunk_ms what has arrived goes to the stages as one chunk."""
         if self._sock is None or self.meta is None:
             raise SourceError("watch_udp: run() before open()")
         loop = asyncio.get_running_loop()
+        sock = self._sock
         ing = _Ingest(self, self.table, self.meta, len(self.p["channels"]), self.p["rate_hz"])
         fmt = self.p["format"]
+        limit = self.p["max_pending"]
+        period = self.p["chunk_ms"] / 1e3
+        pending: list[tuple[bytes, str, float]] = []
+        cmsg = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
+        names: dict[tuple[str, int], str] = {}
+        unpack_ts = struct.Struct("=qq" if struct.calcsize("l") == 8 else "=ii").unpack_from
 
-        def batch(items: list[tuple[bytes, str, float]]) -> None:
-            with self._lock:
-                self._pending -= len(items)
-            self.payloads += len(items)
-            ing.add_batch(items, fmt, frame_names=True)
-            c = ing.chunk()
-            if c is not None:
-                put(c)
+        def readable() -> None:
+            now = time.monotonic()
+            mono_minus_wall = now - time.time()
+            for _ in range(4096):  # bounded: a flood cannot hold the loop; the rest is read on the next turn
+                try:
+                    data, anc, _flags, addr = sock.recvmsg(65536, cmsg)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # closed while stopping
+                    return
+                arrival = now
+                for level, kind, payload in anc:
+                    if level != socket.SOL_SOCKET:
+                        continue
+                    if kind == _SO_TIMESTAMPNS and len(payload) >= 8:
+                        sec, nsec = unpack_ts(payload)
+                        t = sec + nsec * 1e-9 + mono_minus_wall
+                        if now - 1.0 < t <= now:  # a wall-clock step: keep the read time
+                            arrival = t
+                    elif kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                        self.socket_drops = int.from_bytes(payload[:4], sys.byteorder)
+                if len(pending) >= limit:
+                    self._count_overflow(1)
+                    continue
+                name = names.get(addr)
+                if name is None:
+                    name = f"{addr[0]}:{addr[1]}"
+                    if len(names) < 65536:
+                        names[addr] = name
+                pending.append((data, name, arrival))
 
+        loop.add_reader(sock.fileno(), readable)
         sweeper = asyncio.create_task(self._sweeper())
         try:
-            await asyncio.to_thread(self._reader, loop, batch)
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=period)
+                if pending:
+                    items = pending[:]
+                    pending.clear()
+                    self.payloads += len(items)
+                    ing.add_batch(items, fmt, frame_names=True)
+                c = ing.chunk()
+                if c is not None:
+                    put(c)
         finally:
+            loop.remove_reader(sock.fileno())
             self._stopping.set()
             await sweeper
-            self._sock.close()
+            sock.close()
             self._publish_counters()
-
-    def _reader(self, loop: asyncio.AbstractEventLoop, batch: Callable[[list[tuple[bytes, str, float]]], None]) -> None:
-        assert self._sock is not None
-        sock = self._sock
-        period = self.p["chunk_ms"] / 1e3
-        limit = self.p["max_pending"]
-        items: list[tuple[bytes, str, float]] = []
-        started = 0.0
-        clock = time.monotonic
-        while not self._stop_thread.is_set():
-            try:
-                data, addr = sock.recvfrom(65536)
-                got = True
-            except TimeoutError:
-                got = False
-            except OSError:
-                if self._stop_thread.is_set():
-                    return
-                raise
-            now = clock()
-            if got:
-                if not items:
-                    started = now
-                items.append((data, f"{addr[0]}:{addr[1]}", now))
-            if items and (now - started >= period or not got):
-                with self._lock:
-                    room = limit - self._pending
-                    take = items[:max(0, room)]
-                    self._pending += len(take)
-                if len(take) < len(items):
-                    lost = len(items) - len(take)
-                    loop.call_soon_threadsafe(self._count_overflow, lost)
-                if take:
-                    loop.call_soon_threadsafe(batch, take)
-                items = []
 
     def _count_overflow(self, n: int) -> None:
         self.overflow += n
         self.ctx.metrics.dropped_queue += n
+
+    def _publish_counters(self) -> None:
+        super()._publish_counters()
+        self.ctx.metrics.source_counters.update(socket_drops=self.socket_drops)
 
 
 class WatchMqttSource(_WatchSource):
@@ -420,7 +443,11 @@ class WatchMqttSource(_WatchSource):
                     # One task owns the message iterator and is never cancelled mid-message: a timeout around
                     # anext() can lose a message aiomqtt has already taken off its queue.
                     level = self._level
+                    limit = self.p["max_pending"]
                     async for msg in client.messages:
+                        if len(pending) >= limit:
+                            self._discards[0] += 1  # counted with aiomqtt's own overflow
+                            continue
                         self.payloads += 1
                         payload = msg.payload if isinstance(msg.payload, bytes) else b""
                         pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
