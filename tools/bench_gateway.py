@@ -3,22 +3,22 @@
 
 Not a test. For each N, two processes: the pipeline of deploy/examples/smartwatch-gateway.toml (l2mu
 har-spar-l2mu, readout window 2 s every 50, then decide; budget 20 ms, queue_s 1) but with a `watch_udp`
-source on a free loopback port and a `jsonl` sink writing to /dev/null, pinned to CPU 0 (its event loop and
-the source's socket reader thread share that one core); and tools/watch_sim.py pinned to CPU 1, sending N
+source on a free loopback port and a `jsonl` sink writing to /dev/null, pinned to CPU 0 (one event loop: the source reads
+its socket on the loop); and tools/watch_sim.py pinned to CPU 1, sending N
 watches x 50 Hz replaying SPAR, SLW1 binary frames of K samples (default K = 5, 100 ms per message; K = 1
 also for small N). After a warm-up the pipeline's own metrics are windowed for --duration seconds:
 
-- runtime latency (PipelineMetrics.runtime: t_pub - t_recv of each result) p50 / p99 / max, deadline
+- runtime latency (PipelineMetrics.runtime: t_pub - t_recv of each result, t_recv being the kernel's receive
+  time of the datagram, so time in the socket buffer counts) p50 / p99 / max, deadline
   misses (> 20 ms), dropped_queue (source backlog or queue overflow), the DeviceTable totals (samples, lost
   = gaps, i.e. datagrams the OS dropped, duplicates, rejected);
-- samples/s and results/s processed, the pipeline process's CPU time (getrusage: event loop + reader
-  thread) as % of one core and µs per sample;
+- samples/s and results/s processed, the pipeline process's CPU time (getrusage) as % of one core and µs per sample;
 - lateness of samples on arrival (t_recv - the device table's mapped sample time, newest sample of each
   frame): how long after it was taken a sample reached the gateway, above the least-delayed one;
 - a profile of where the CPU went: the l2mu and decide stages (the pipeline's per-stage histograms),
   ingest (payload decode + device table admit + chunk assembly, timed by wrapping the source's
-  functions in the benchmark process), the sink, and the rest (socket reads in the reader thread, the
-  hand-over to the loop, the event loop, metrics).
+  functions in the benchmark process), the sink, and the rest (socket reads, the event loop, metrics);
+- the garbage collector's pauses (gc.callbacks), after gc.freeze() as the daemon does once its pipelines are up.
 
 The figure: the largest N with zero deadline misses and zero drops (queue and gaps) in the window.
 
