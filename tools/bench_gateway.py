@@ -317,7 +317,6 @@ def _worker(spec: dict[str, Any]) -> int:
 
         sim = Simulator(SimConfig(watches=spec["n"], format="binary", batch=spec["batch"],
                                   duration=spec["seconds"], data=str(SPAR), seed=spec.get("seed", 0)))
-        gc.freeze()  # as the daemon does once its pipelines are up (Daemon._freeze_when_up)
         print(json.dumps({"ready": True}), flush=True)
         ledger = sim.run(udp=f"127.0.0.1:{spec['port']}")
         out = {"summary": ledger.get("summary", {})}
@@ -411,6 +410,9 @@ def _limit(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
     why = []
     if fail["cpu_pct"] >= 90:
         why.append(f"CPU saturated ({fail['cpu_pct']:.0f}% of one core)")
+    elif fail["cpu_pct"] >= 70:
+        why.append(f"CPU {fail['cpu_pct']:.0f}% of one core on average: bursts of arrivals queue behind the "
+                   "compute of earlier chunks")
     else:
         why.append(f"CPU {fail['cpu_pct']:.0f}% of one core (not saturated: latency comes from batching/scheduling)")
     why.append(f"N={fail['n']}: {fail['deadline_misses']} misses, dropped_queue {fail['dropped_queue']}, "
