@@ -114,3 +114,39 @@ async def test_injected_loss_and_duplicates_are_counted_exactly_per_watch(data_d
         assert (d.samples, d.lost, d.duplicates) == (len(sent), lost, dup), w["device"]
         # 4 s is too short to estimate a drift (offset only until MIN_DRIFT_WINDOWS windows of minima)
         assert d.clock.b == 1.0
+
+
+@pytest.mark.timeout(60)
+async def test_mqtt_backlog_is_bounded_and_its_overflow_counted(mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """watch_mqtt takes each message straight from paho's callback into its batch; more than max_pending within
+    one chunk period are discarded and counted, never held without bound."""
+    import aiomqtt
+
+    from spikeline.metrics import PipelineMetrics
+    from spikeline.mqtt import MqttSettings
+    from spikeline.queue import SampleQueue
+    from spikeline.sources import SourceContext
+    from spikeline.sources.watch import WatchMqttSource
+    from spikeline.watch import encode_frame
+
+    node = f"t{uuid.uuid4().hex[:6]}"
+    ctx = SourceContext("p", 0.05, 0.3, 1.0, PipelineMetrics("p", 0.05, None))
+    ctx.queue = SampleQueue(1 << 20)
+    params = {**{k: v.default for k, v in WatchMqttSource.params.items() if not v.required},
+              "url": mosquitto.url, "topic": f"{node}/+/imu", "max_pending": 30, "chunk_ms": 1000.0}
+    src = WatchMqttSource(params, ctx)
+    await src.open()
+    chunks: list[Any] = []
+    task = asyncio.create_task(src.run(chunks.append))
+    try:
+        async with aiomqtt.Client("127.0.0.1", MqttSettings.from_url(mosquitto.url).port) as pub:
+            await asyncio.sleep(0.3)  # subscribed
+            for k in range(100):
+                await pub.publish(f"{node}/w{k}/imu", encode_frame(np.zeros((1, 6), np.float32), 0, 0, 20_000))
+            await asyncio.sleep(0.5)  # all delivered, within one chunk period
+    finally:
+        src.stop()
+        await asyncio.wait_for(task, 10)
+    rows = sum(len(c) for c in chunks)
+    assert (rows, src.overflow, src.payloads) == (30, 70, 30)
+    assert ctx.metrics.dropped_queue == 70

@@ -398,11 +398,19 @@ class WatchMqttSource(_WatchSource):
             raise SourceError(f"watch_mqtt topic {p['topic']!r} must have exactly one + level (the device) and no #")
         self._level = levels.index("+")
         discards = self._discards = [0]
+        self._take: Callable[[Any], None] | None = None
+        src = self
 
         class _Queue(asyncio.Queue[Any]):
-            """aiomqtt's incoming queue: bounded (max_queued); what it discards when full is counted."""
+            """aiomqtt's incoming queue. While the source runs, each message goes straight into its batch (no
+            task or queue hop per message: paho's callback runs on the event loop thread); otherwise bounded
+            (max_queued), what it discards when full counted."""
 
             def put_nowait(self, item: Any) -> None:
+                take = src._take
+                if take is not None:
+                    take(item)
+                    return
                 try:
                     super().put_nowait(item)
                 except asyncio.QueueFull:
@@ -434,23 +442,27 @@ class WatchMqttSource(_WatchSource):
                                       username=s.username or None, password=s.password,
                                       queue_type=self._queue_type,
                                       max_queued_incoming_messages=self.p["max_queued"]) as client:
+                pending: list[tuple[bytes, str, float]] = []
+                level = self._level
+                limit = self.p["max_pending"]
+
+                def take(msg: Any) -> None:
+                    if len(pending) >= limit:
+                        self._discards[0] += 1  # counted with aiomqtt's own overflow
+                        return
+                    self.payloads += 1
+                    payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                    pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
+
+                async def watch_connection() -> None:
+                    # Messages never reach aiomqtt's iterator (take() has them), but it ends with an MqttError
+                    # when the connection is lost.
+                    async for msg in client.messages:
+                        take(msg)
+
+                self._take = take
                 await client.subscribe(self.p["topic"], qos=self.p["qos"])
                 log.info("watch_mqtt subscribed to %s on %s:%d", self.p["topic"], s.host, s.port)
-
-                pending: list[tuple[bytes, str, float]] = []
-
-                async def consume() -> None:
-                    # One task owns the message iterator and is never cancelled mid-message: a timeout around
-                    # anext() can lose a message aiomqtt has already taken off its queue.
-                    level = self._level
-                    limit = self.p["max_pending"]
-                    async for msg in client.messages:
-                        if len(pending) >= limit:
-                            self._discards[0] += 1  # counted with aiomqtt's own overflow
-                            continue
-                        self.payloads += 1
-                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                        pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
 
                 def flush() -> None:
                     if pending:
@@ -460,7 +472,7 @@ class WatchMqttSource(_WatchSource):
                     if c is not None:
                         put(c)
 
-                reader = asyncio.create_task(consume())
+                reader = asyncio.create_task(watch_connection())
                 try:
                     while not self._stopping.is_set() and not reader.done():
                         await asyncio.wait((reader,), timeout=period)
@@ -470,6 +482,8 @@ class WatchMqttSource(_WatchSource):
                     if reader.done():
                         reader.result()  # the connection failed: raise it
                     flush()  # stopping: what came in since the last chunk
+                    self.overflow = self._discards[0]
+                    self.ctx.metrics.dropped_queue = self.overflow
                 finally:
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -477,6 +491,7 @@ class WatchMqttSource(_WatchSource):
         except aiomqtt.MqttError as e:
             raise SourceError(f"watch_mqtt: broker {url}: {e}") from e
         finally:
+            self._take = None
             self._stopping.set()
             await sweeper
             self._publish_counters()
