@@ -60,3 +60,21 @@ def test_tiny_run_gives_the_report(bench: Any, capsys: pytest.CaptureFixture[str
     assert f["target_watches"] == 2000 and isinstance(f["target_met"], bool) and isinstance(f["limit"], str)
     assert f["max_watches_zero_misses_zero_drops"] in (0, 20)
     assert "Gateway mode" in text and "Figure:" in text
+
+
+@pytest.mark.broker
+def test_tiny_mqtt_run(bench: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """--mqtt-counts: the benchmark starts its own mosquitto, the watch_mqtt source serves the simulator's
+    watches, and the rows are kept apart from the UDP figure."""
+    from conftest import mosquitto_binary, need
+
+    need(mosquitto_binary() is not None, "mosquitto not installed (tools/test.sh installs it)")
+    rc = bench.main(["--counts", "", "--k1-counts", "", "--per-device", "", "--mqtt-counts", "20", "--duration", "2",
+                     "--warmup", "1"])
+    assert rc == 0
+    doc, _, _ = capsys.readouterr().out.partition("\n}\n")
+    res = json.loads(doc + "\n}")["results"]
+    (g,) = res["gateway"]
+    assert (g["transport"], g["n"]) == ("mqtt", 20)
+    assert g["table"]["samples"] > 0 and g["table"]["rejected"] == 0 and _positive(g["samples_per_s"])
+    assert res["figure"]["max_watches_zero_misses_zero_drops"] == 0  # MQTT rows are not the UDP figure

@@ -31,6 +31,7 @@ gateway's.
     python tools/bench_gateway.py [--quick] [--counts 250,500,1000,2000,3000,4000] [--duration S] [--batch K]
                                   [--k1-counts 250,500] [--per-device 25,50,100,200] [--write-docs]
                                   [--chunk-ms 2 --chunk-counts 250,500,1000]   (what-if: the source's batching)
+                                  [--mqtt-counts 500,1000,2000]   (also over MQTT: watch_mqtt + mosquitto)
     python tools/bench_gateway.py --render main.json more.json [--notes notes.md] [--write-docs]
 
 The docs were made from two saved runs (stdout of each) with --render, notes from --notes.
@@ -49,9 +50,11 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,39 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _mosquitto() -> Any:
+    """A mosquitto on a free loopback port (set_tcp_nodelay, no persistence), pinned to the simulator's CPU."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(binary, os.X_OK):
+        raise SystemExit("mosquitto not found: install it (tools/test.sh does)")
+    with tempfile.TemporaryDirectory(prefix="spikeline-bench-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                        "persistence false\nmax_queued_messages 100000\n")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if hasattr(os, "sched_setaffinity"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(proc.pid, {SIM_CPU})
+            t_end = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > t_end or proc.poll() is not None:
+                        raise RuntimeError("mosquitto did not start") from None
+                    time.sleep(0.05)
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def _cpu_s() -> float:
@@ -135,7 +171,7 @@ def _hist_window(h: Any) -> dict[str, Any]:
 
 
 async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devices: int,
-                            chunk_ms: float | None = None) -> dict[str, Any]:
+                            chunk_ms: float | None = None, mqtt: str | None = None) -> dict[str, Any]:
     from spikeline.config import parse
     from spikeline.gateway import DeviceTable
     from spikeline.metrics import LatencyHistogram
@@ -171,7 +207,9 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
     gc.callbacks.append(on_gc)
 
     cfg = parse({"pipeline": [{"name": "har-gateway", "budget_ms": BUDGET_MS, "queue_s": 1.0,
-                               "source": {"type": "watch_udp", "port": port, "format": "auto", "rate_hz": 50,
+                               "source": {**({"type": "watch_udp", "port": port} if mqtt is None else
+                                             {"type": "watch_mqtt", "url": mqtt, "topic": "bench/+/imu"}),
+                                          "format": "auto", "rate_hz": 50,
                                           "max_devices": max_devices, "idle_timeout_s": 10,
                                           **({"chunk_ms": chunk_ms} if chunk_ms else {})},
                                "stages": STAGES, "sinks": [{"type": "jsonl", "path": os.devnull}]}]})
@@ -309,16 +347,17 @@ def _worker(spec: dict[str, Any]) -> int:
     cpu = _pin(spec["cpu"])
     if role == "gateway":
         out = asyncio.run(_gateway_pipeline(spec["port"], spec["warmup"], spec["duration"], spec["max_devices"],
-                                            spec.get("chunk_ms")))
+                                            spec.get("chunk_ms"), spec.get("mqtt")))
     elif role == "per_device":
         out = asyncio.run(_per_device_pipelines(spec["n"], spec["batch"], spec["warmup"], spec["duration"]))
     elif role == "sim":
         from watch_sim import SimConfig, Simulator
 
         sim = Simulator(SimConfig(watches=spec["n"], format="binary", batch=spec["batch"],
-                                  duration=spec["seconds"], data=str(SPAR), seed=spec.get("seed", 0)))
+                                  duration=spec["seconds"], data=str(SPAR), seed=spec.get("seed", 0),
+                                  topic="bench/{device}/imu"))
         print(json.dumps({"ready": True}), flush=True)
-        ledger = sim.run(udp=f"127.0.0.1:{spec['port']}")
+        ledger = sim.run(mqtt=spec["mqtt"]) if spec.get("mqtt") else sim.run(udp=f"127.0.0.1:{spec['port']}")
         out = {"summary": ledger.get("summary", {})}
     else:
         raise SystemExit(f"unknown worker role {role!r}")
@@ -356,17 +395,20 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float) -> None:
 # --- the cases -------------------------------------------------------------------------------------
 
 
-def run_gateway(n: int, batch: int, duration: float, warmup: float, chunk_ms: float | None = None) -> dict[str, Any]:
-    """One gateway case: the pipeline pinned to CPU 0, the simulator to CPU 1. chunk_ms: the watch_udp
-    source's batching (None: its default, as in the example configuration)."""
+def run_gateway(n: int, batch: int, duration: float, warmup: float, chunk_ms: float | None = None,
+                mqtt: str | None = None) -> dict[str, Any]:
+    """One gateway case: the pipeline pinned to CPU 0, the simulator to CPU 1. chunk_ms: the source's batching
+    (None: its default, as in the example configuration). mqtt: a broker's URL (watch_mqtt source, the simulator
+    publishing there) instead of UDP."""
     port = _free_udp_port()
     pipe = _spawn({"role": "gateway", "cpu": PIPE_CPU, "port": port, "warmup": warmup, "duration": duration,
-                   "max_devices": max(4096, n), "chunk_ms": chunk_ms})
+                   "max_devices": max(4096, n), "chunk_ms": chunk_ms, "mqtt": mqtt})
     sim: subprocess.Popen[str] | None = None
     try:
         _wait_ready(pipe, 60)
         seconds = warmup + duration + 3.0
-        sim = _spawn({"role": "sim", "cpu": SIM_CPU, "n": n, "batch": batch, "port": port, "seconds": seconds})
+        sim = _spawn({"role": "sim", "cpu": SIM_CPU, "n": n, "batch": batch, "port": port, "seconds": seconds,
+                      "mqtt": mqtt})
         res = _last_json(pipe, warmup + duration + 120)
         sim_out = _last_json(sim, seconds + 120)
     finally:
@@ -375,7 +417,8 @@ def run_gateway(n: int, batch: int, duration: float, warmup: float, chunk_ms: fl
                 proc.kill()
                 proc.wait()
     s = sim_out.get("summary", {})
-    res.update({"mode": "gateway", "n": n, "batch": batch, "chunk_ms": chunk_ms, "offered_samples_per_s": 50 * n,
+    res.update({"mode": "gateway", "transport": "mqtt" if mqtt else "udp", "n": n, "batch": batch,
+                "chunk_ms": chunk_ms, "offered_samples_per_s": 50 * n,
                 "sim": {k: s[k] for k in s if not isinstance(s[k], list | dict)}})
     tab = res["table"]
     res["zero_misses"] = res["deadline_misses"] == 0
@@ -424,7 +467,7 @@ def _limit(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
 
 def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batch: int, duration: float,
             warmup: float, log: Any = sys.stderr, chunk_ms: float | None = None,
-            chunk_counts: list[int] | None = None) -> dict[str, Any]:
+            chunk_counts: list[int] | None = None, mqtt_counts: list[int] | None = None) -> dict[str, Any]:
     gateway: list[dict[str, Any]] = []
     for k, ns in ((batch, counts), (1, k1_counts if batch != 1 else [])):
         for n in ns:
@@ -440,6 +483,14 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
         gateway.append(r)
         print(f"   misses {r['deadline_misses']} cpu {r['cpu_pct']}% p99 {r['runtime_ms']['p99']} ms", file=log,
               flush=True)
+    if mqtt_counts:
+        with _mosquitto() as url:
+            for n in mqtt_counts:
+                print(f"== gateway N={n} K={batch} over MQTT", file=log, flush=True)
+                r = run_gateway(n, batch, duration, warmup, mqtt=url)
+                gateway.append(r)
+                print(f"   misses {r['deadline_misses']} drops q{r['dropped_queue']} lost {r['table']['lost']} "
+                      f"cpu {r['cpu_pct']}% p99 {r['runtime_ms']['p99']} ms", file=log, flush=True)
     per: list[dict[str, Any]] = []
     for n in per_device:
         print(f"== one pipeline per device N={n} K={batch}", file=log, flush=True)
@@ -455,7 +506,8 @@ def run_all(counts: list[int], k1_counts: list[int], per_device: list[int], batc
 def summarise(gateway: list[dict[str, Any]], per: list[dict[str, Any]], batch: int) -> dict[str, Any]:
     """The figure (the largest N tried with zero misses and zero drops, at K = batch and
     the source's default batching), why the next N failed, and one pipeline per device compared."""
-    main_rows = [r for r in gateway if r["batch"] == batch and not r.get("chunk_ms")]
+    main_rows = [r for r in gateway if r["batch"] == batch and not r.get("chunk_ms")
+                 and r.get("transport", "udp") == "udp"]
     ok = [r for r in main_rows if r["ok"]]
     # the figure: the largest N that passed (a smaller N that failed is named in failed_below_figure)
     best = max(ok, key=lambda r: r["n"]) if ok else None
@@ -506,12 +558,12 @@ def _default_chunk_ms() -> float:
 def tables(report: dict[str, Any], markdown: bool = False) -> str:
     g = report["results"]["gateway"]
     default_chunk = report.get("settings_detail", {}).get("default_chunk_ms", 10.0)
-    rows = [["N", "K", "chunk ms", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample", "in/s",
+    rows = [["N", "transport", "K", "chunk ms", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample", "in/s",
              "processed/s", "offered/s", "results/s", "drops (queue/lost)", "late p50 ms", "late p99 ms", "l2mu %", "decide %",
              "ingest %", "sink %", "rest %", "gc max ms"]]
     for r in g:
         p = r["profile_pct_of_core"]
-        rows.append([str(r["n"]), str(r["batch"]), _f(r.get("chunk_ms"), "{:g}") if r.get("chunk_ms") else f"{default_chunk:g} (default)",
+        rows.append([str(r["n"]), r.get("transport", "udp"), str(r["batch"]), _f(r.get("chunk_ms"), "{:g}") if r.get("chunk_ms") else f"{default_chunk:g} (default)",
                      "yes" if r["zero_misses"] else "no", str(r["deadline_misses"]),
                      _f(r["runtime_ms"]["p50"]), _f(r["runtime_ms"]["p99"]), _f(r["runtime_ms"]["max"]),
                      _f(r["cpu_pct"], "{:.1f}"), _f(r["us_per_sample"], "{:.1f}"), f"{r['samples_per_s']:,.0f}",
@@ -520,7 +572,7 @@ def tables(report: dict[str, Any], markdown: bool = False) -> str:
                      _f(r["lateness_ms"]["p99"]), *(_f(p.get(k), "{:.1f}") for k in
                                                     ("l2mu", "decide", "ingest", "sink", "rest")),
                      _f(r.get("gc_pause_ms", {}).get("max"))])
-    out = ["Gateway mode (one pipeline, watch_udp, pinned to one core):", format_table(rows, markdown=markdown), ""]
+    out = ["Gateway mode (one pipeline, watch_udp or watch_mqtt, pinned to one core):", format_table(rows, markdown=markdown), ""]
     per = report["results"]["per_device"]
     if per:
         rows = [["N pipelines", "K", "zero misses", "misses", "p50 ms", "p99 ms", "max ms", "CPU %", "µs/sample",
@@ -575,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-ms", type=float, default=None,
                     help="also run the watch_udp source with this chunk_ms (a what-if on the batching; default off)")
     ap.add_argument("--chunk-counts", default="250,500,1000", help="N for the --chunk-ms runs")
+    ap.add_argument("--mqtt-counts", default="",
+                    help="N also run over MQTT: watch_mqtt source, a mosquitto started here on CPU 1 with the simulator")
     ap.add_argument("--write-docs", action="store_true", help=f"write {DOCS.relative_to(ROOT)}")
     ap.add_argument("--render", nargs="+", default=None, metavar="JSON",
                     help="no run: print (and with --write-docs write) the tables of saved reports; the gateway rows "
@@ -593,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             res["gateway"] += d["results"]["gateway"]
             res["per_device"] += d["results"]["per_device"]
             report["command"] += "\npython tools/bench_gateway.py " + d["command"].split("bench_gateway.py ", 1)[-1]
-        res["gateway"].sort(key=lambda r: (r.get("chunk_ms") or 0, -r["batch"], r["n"]))
+        res["gateway"].sort(key=lambda r: (r.get("transport", "udp"), r.get("chunk_ms") or 0, -r["batch"], r["n"]))
         res["per_device"].sort(key=lambda r: r["n"])
         res["figure"] = summarise(res["gateway"], res["per_device"], res["figure"]["batch"])
         report["notes"] = notes
@@ -605,14 +659,14 @@ def main(argv: list[str] | None = None) -> int:
     if not SPAR.is_file():
         print(f"recording not found: {SPAR} (set SPIKELINE_DATA)", file=sys.stderr)
         return 2
-    counts = _ints(args.counts) if args.counts else ([250, 1000, 2000] if args.quick else
+    counts = _ints(args.counts) if args.counts is not None else ([250, 1000, 2000] if args.quick else
                                                       [250, 500, 1000, 2000, 3000, 4000])
     k1 = _ints(args.k1_counts) if args.k1_counts is not None else ([] if args.quick else [250, 500])
     per = _ints(args.per_device) if args.per_device is not None else ([25, 100] if args.quick else [25, 50, 100, 200])
     duration = args.duration or (5.0 if args.quick else 20.0)
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
     results = run_all(counts, k1, per, args.batch, duration, warmup, chunk_ms=args.chunk_ms,
-                      chunk_counts=_ints(args.chunk_counts))
+                      chunk_counts=_ints(args.chunk_counts), mqtt_counts=_ints(args.mqtt_counts))
     report = {"benchmark": "gateway", "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": shlex.join(["python", "tools/bench_gateway.py", *(argv if argv is not None else sys.argv[1:])]),
               "settings": f"K={args.batch}, {duration:g} s measured after {warmup:g} s warm-up, budget {BUDGET_MS} ms",
