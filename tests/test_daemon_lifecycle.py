@@ -34,6 +34,7 @@ qos = 1
 [[pipeline]]
 name = "eeg"
 budget_ms = 50
+policy = "mark_late"
 source = {{ type = "lsl", name = "{stream}" }}
 stages = [{{ type = "bandpass", low_hz = 1, high_hz = 40 }}, {{ type = "bandpower", every = 10 }}]
 sinks = [{{ type = "mqtt" }}]

@@ -32,6 +32,7 @@ def _config(url: str, protocol: str, stream: str, budget_ms: float = 50.0) -> di
         "pipeline": [{
             "name": "eeg",
             "budget_ms": budget_ms,
+            "policy": "mark_late",  # every sample computed: what these tests count
             "source": {"type": "lsl", "name": stream, "resolve_timeout_s": 10.0},
             "stages": [{"type": "bandpass", "low_hz": 1.0, "high_hz": 40.0, "order": 4}],
             "sinks": [{"type": "mqtt"}],

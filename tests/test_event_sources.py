@@ -170,7 +170,7 @@ async def test_bad_files_fail_the_pipeline_with_the_reason(tmp_path: Path) -> No
     for source, expect in [({"file": str(tmp_path / "none.raw")}, "is not a file"),
                            ({"file": str(tmp_path / "*.nope")}, "no file matches"),
                            ({"file": str(bad)}, "x.raw")]:
-        cfg = parse({"pipeline": [{"name": "p", "budget_ms": 50, "source": {"type": "event_file", **source},
+        cfg = parse({"pipeline": [{"name": "p", "budget_ms": 50, "policy": "mark_late", "source": {"type": "event_file", **source},
                                    "stages": [{"type": "event_frames", "window_ms": 5}],
                                    "sinks": [{"type": "jsonl", "path": str(out)}]}]})
         p = Pipeline(cfg.pipelines[0], node="n")

@@ -35,7 +35,7 @@ async def test_decisions_and_values_arrive_on_lsl_as_published(tmp_path: Path) -
     outlet = LslEEGOutlet(f"eeg-{sid}", n_channels=4, rate=250.0, source_id=f"eeg-{sid}", chunk=5).start()
     out = tmp_path / "r.jsonl"
     cfg = parse({"node": {"name": "n"}, "pipeline": [{
-        "name": f"lat-{sid}", "budget_ms": 50,
+        "name": f"lat-{sid}", "budget_ms": 50, "policy": "mark_late",
         "source": {"type": "lsl", "source_id": f"eeg-{sid}", "resolve_timeout_s": 10},
         "stages": STAGES,
         "sinks": [{"type": "jsonl", "path": str(out)},
@@ -84,7 +84,7 @@ async def test_decisions_and_values_arrive_on_lsl_as_published(tmp_path: Path) -
 async def test_decision_content_without_classes_is_a_config_error() -> None:
     sid = uuid.uuid4().hex[:8]
     outlet = LslEEGOutlet(f"eeg-{sid}", n_channels=2, source_id=f"eeg-{sid}")
-    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 20,
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 20, "policy": "mark_late",
                                "source": {"type": "lsl", "source_id": f"eeg-{sid}", "resolve_timeout_s": 5},
                                "sinks": [{"type": "lsl", "content": "decision"}]}]})
     p = Pipeline(cfg.pipelines[0], node="n")

@@ -86,10 +86,10 @@ async def test_pipelines_share_a_daemon_and_one_failing_leaves_the_other_running
     cfg = parse({"node": {"metrics_interval_s": 0.2, "drain_s": 1}, "pipeline": [
         {"name": "missing", "budget_ms": 20, "source": {"type": "lsl", "name": "nope", "resolve_timeout_s": 0.2},
          "sinks": [{"type": "jsonl", "path": str(other)}]},
-        {"name": "good", "budget_ms": 20, "source": {"type": "lsl", "name": name},
+        {"name": "good", "budget_ms": 20, "policy": "mark_late", "source": {"type": "lsl", "name": name},
          "stages": [{"type": "bandpass", "low_hz": 8, "high_hz": 30}],
          "sinks": [{"type": "jsonl", "path": str(good)}]},
-        {"name": "good2", "budget_ms": 20, "source": {"type": "lsl", "name": name},
+        {"name": "good2", "budget_ms": 20, "policy": "mark_late", "source": {"type": "lsl", "name": name},
          "stages": [{"type": "select", "channels": ["Cz"]},
                     {"type": "encode", "method": "delta", "delta_threshold": 2.0}],
          "sinks": [{"type": "jsonl", "path": str(other)}]},

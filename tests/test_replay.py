@@ -46,7 +46,7 @@ def _csv(path: Path, n: int, rate: float, channels: int = 2, seed: int = 0) -> n
 
 def _pipeline(source: dict[str, Any], out: Path, stages: list[dict[str, Any]] | None = None,
               **pipe: Any) -> Pipeline:
-    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 50, **pipe, "source": {"type": "replay", **source},
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 50, "policy": "mark_late", **pipe, "source": {"type": "replay", **source},
                                "stages": stages or [], "sinks": [{"type": "jsonl", "path": str(out)}]}]})
     return Pipeline(cfg.pipelines[0], node="n")
 

@@ -78,6 +78,8 @@ class SampleChunk:
     t_done: float = 0.0  # monotonic time the last stage finished this chunk (set by the pipeline)
     streams: npt.NDArray[np.int32] | None = None
     row_seq: npt.NDArray[np.int64] | None = None
+    budget_s: float = 0.0  # the pipeline's budget (set with t_done): a row published later than it is "late"
+    tier: int = -1  # the degrade tier that computed it (-1: the pipeline has no tiers)
 
     def __post_init__(self) -> None:
         d = self.data

@@ -49,7 +49,10 @@ PIPELINE_PARAMS = {
                       help="skip samples older than this on arrival (-1: budget + 250 ms; 0: off)"),
     "queue_s": Param("number", 1.0, min=0, min_exclusive=True, help="bounded queue size in seconds of signal"),
     "queue_samples": Param("int", 0, min=0, help="bounded queue size in samples (0: from queue_s)"),
-    "policy": Param("str", "drop_oldest", choices=("drop_oldest",)),
+    "policy": Param("str", "drop_oldest", choices=("drop_oldest", "mark_late", "degrade"),
+                    help="when input can no longer make the budget: drop_oldest skips it to the newest (counted "
+                         "skipped_late); mark_late computes it and publishes late results with late: true; degrade "
+                         "also switches stages to cheaper tiers under load"),
 }
 
 

@@ -108,6 +108,8 @@ class PipelineMetrics:
     samples_in: int = 0
     dropped_queue: int = 0  # bounded queue overflow (drop_oldest)
     dropped_stale: int = 0  # source backlog older than the budget, skipped to the newest sample
+    skipped_late: int = 0  # queued input that could no longer make the budget, skipped (policy drop_oldest/degrade)
+    computed: int = 0  # samples (events) that went through the stages
     source_gaps: int = 0  # samples the source reports lost upstream (e.g. LSL timestamp gaps)
     dropped_rate: int = 0  # events an event source's rate controller dropped (cap on events/s)
     rejected_input: int = 0  # input the source refused: malformed packets/events, out-of-order events
@@ -168,6 +170,8 @@ class PipelineMetrics:
                 "age_misses": self.age_misses,
                 "dropped_queue": self.dropped_queue,
                 "dropped_stale": self.dropped_stale,
+                "skipped_late": self.skipped_late,
+                "computed": self.computed,
                 "source_gaps": self.source_gaps,
                 "dropped_rate": self.dropped_rate,
                 "rejected_input": self.rejected_input,

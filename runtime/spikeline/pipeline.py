@@ -12,7 +12,9 @@ import math
 import time
 from enum import Enum
 
-from .chunk import Chunk, EventChunk, StreamMeta
+import numpy as np
+
+from .chunk import Chunk, EventChunk, SampleChunk, StreamMeta
 from .config import ComponentConfig, PipelineConfig
 from .metrics import PipelineMetrics
 from .mqtt import MqttPublisher
@@ -51,6 +53,7 @@ class Pipeline:
         self.sinks: list[Sink] = [SINKS[s.kind](s.params, sctx, primary=(i == 0)) for i, s in enumerate(cfg.sinks)]
         self.queue: SampleQueue | None = None
         self._stopping = False
+        self._cost_s = 0.0  # smoothed wall time of computing one chunk (policy drop_oldest/degrade)
 
     async def open(self) -> None:
         """Connect the source and start every stage on the stream it will really get."""
@@ -153,8 +156,18 @@ class Pipeline:
 
     async def _compute(self) -> None:
         assert self.queue is not None
+        skip = self.cfg.policy in ("drop_oldest", "degrade") and not self.source.lossless
+        perf = time.perf_counter
         while (chunk := await self.queue.get()) is not None:
+            if skip and len(chunk):
+                chunk = self._skip_late(chunk)
+                if chunk is None:
+                    continue
+            t0 = perf()
+            self.metrics.computed += len(chunk)
             self._through(chunk, 0)
+            dt = perf() - t0
+            self._cost_s = dt if self._cost_s == 0.0 else self._cost_s + 0.1 * (dt - self._cost_s)
         # The input has ended: let each stage hand over what it still holds, in order.
         for i, st in enumerate(self.stages):
             try:
@@ -164,6 +177,32 @@ class Pipeline:
                 raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed at the end of the input: {e}") from e
             if rest is not None and len(rest):
                 self._through(rest, i + 1)
+
+    def _skip_late(self, chunk: Chunk) -> Chunk | None:
+        """Policy drop_oldest (and degrade): the rows of a dequeued chunk that can no longer make the budget are
+        skipped to the newest and counted (`skipped_late`): a row received at t_recv makes it only if it is
+        published before t_recv + budget, and computing the chunk is expected to take about what the last ones
+        took (a smoothed cost; twice it and 5 % of the budget as a margin for the machine's jitter). None when
+        nothing is left."""
+        cutoff = time.monotonic() + 2.0 * self._cost_s - 0.95 * self.cfg.budget_s
+        m = self.metrics
+        if isinstance(chunk, EventChunk):
+            if chunk.t_recv > cutoff:
+                return chunk
+            m.skipped_late += len(chunk)
+            return None
+        late = chunk.t_recv <= cutoff
+        n_late = int(np.count_nonzero(late))
+        if n_late == 0:
+            return chunk
+        m.skipped_late += n_late
+        if n_late == len(chunk):
+            return None
+        if chunk.streams is not None:  # gateway: rows of many devices; keep each device's newer rows
+            return chunk.select(np.flatnonzero(~late))
+        first = int(np.argmin(late))  # rows arrive in order: skip the leading run of late ones
+        m.skipped_late -= n_late - first
+        return chunk.take(first)
 
     def _through(self, chunk: Chunk, first: int) -> None:
         """Run `chunk` through stages[first:] and hand the result to the sinks."""
@@ -184,6 +223,8 @@ class Pipeline:
                 return
             out = res
         out.t_done = time.monotonic()
+        if isinstance(out, SampleChunk):
+            out.budget_s = self.cfg.budget_s
         for sink in self.sinks:
             sink.submit(out)  # type: ignore[arg-type]  # open() checked that the last stage gives samples
 

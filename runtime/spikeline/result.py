@@ -33,6 +33,13 @@ class Result(TypedDict):
     t_pub: float  # when the sink handed it to the transport
     latency_ms: Latency
     label: NotRequired[str]  # decision stages only
+    late: NotRequired[bool]  # present (true) when t_pub - t_recv exceeded the pipeline's budget
+    tier: NotRequired[int]  # the degrade tier that computed it (pipelines with tiers only)
+
+
+# What every result has (Result's NotRequired keys are optional; spelled out because, with postponed
+# annotations, TypedDict cannot tell them apart at run time).
+_REQUIRED = ("node", "pipeline", "seq", "values", "t_sample", "t_recv", "t_done", "t_pub", "latency_ms")
 
 
 def json_floats(row: npt.NDArray[np.float32]) -> str:
@@ -59,6 +66,10 @@ def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float
         "t_pub": t_pub,
         "latency_ms": {"runtime": (t_pub - t_recv) * 1e3, "age": (t_pub - t_sample) * 1e3},
     }
+    if chunk.budget_s > 0 and t_pub - t_recv > chunk.budget_s:
+        msg["late"] = True
+    if chunk.tier >= 0:
+        msg["tier"] = chunk.tier
     if chunk.label is not None:
         msg["label"] = chunk.meta.classes[int(chunk.label[i])]
     text = json.dumps(msg, separators=(",", ":"))
@@ -68,7 +79,7 @@ def encode_result(head: dict[str, Any], chunk: SampleChunk, i: int, t_pub: float
 def decode_result(payload: bytes | str) -> Result:
     """Parse a result message; ValueError when it is not one."""
     msg = json.loads(payload)
-    missing = [k for k in Result.__required_keys__ if k not in msg] if isinstance(msg, dict) else ["(not an object)"]
+    missing = [k for k in _REQUIRED if k not in msg] if isinstance(msg, dict) else ["(not an object)"]
     if missing:
         raise ValueError(f"not a spikeline result: missing {', '.join(sorted(missing))}")
     return msg  # type: ignore[no-any-return]

@@ -53,6 +53,12 @@ class Source(Component):
     def stop(self) -> None:
         """Ask `run` to return soon (called on the event loop thread)."""
 
+    @property
+    def lossless(self) -> bool:
+        """True for a source that waits for room in the queue instead of dropping (a file replayed as fast as
+        possible): its input is never late, so the pipeline's lateness policy does not skip any of it."""
+        return False
+
 
 async def sleep_until(due: float, stopping: asyncio.Event) -> bool:
     """Sleep until monotonic time `due` (a paced replay's next hand-over); False if `stopping` was set meanwhile."""

@@ -149,6 +149,10 @@ class EventFileSource(Source):
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def lossless(self) -> bool:
+        return float(self.p["speed"]) == 0  # as fast as possible: waits for room in the queue
+
     async def run(self, put: Callable[[EventChunk], None]) -> None:
         if self.meta is None:
             raise SourceError("event_file: run() before open()")

@@ -228,6 +228,10 @@ class ReplaySource(Source):
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def lossless(self) -> bool:
+        return float(self.p["speed"]) == 0  # as fast as possible: waits for room in the queue
+
     async def run(self, put: Callable[[SampleChunk], None]) -> None:
         prog = self.program
         if prog is None:
