@@ -28,6 +28,8 @@ from spikeline.chunk import EventChunk, SampleChunk, StreamMeta
 from spikeline.config import parse
 from spikeline.params import Param
 from spikeline.pipeline import Pipeline, State
+from spikeline.sources import Source
+from spikeline.sources.base import sleep_until
 from spikeline.stages import Stage
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -70,6 +72,40 @@ class BusyEvents(Stage):
         t = np.array([chunk.t_base + float(chunk.ev["t"][-1]) * chunk.t_scale])
         return SampleChunk(data=np.array([[len(chunk)]], np.float32), t=t, t_recv=np.array([chunk.t_recv]),
                            seq=chunk.seq, meta=self.meta)
+
+
+class Schedule(Source):
+    """Test source: one channel, `rate` rows/s in chunks of `chunk` rows, phase after phase
+    (phases = [rate, seconds, rate, seconds, ...])."""
+
+    kind = "test_schedule"
+    params: ClassVar[dict[str, Param]] = {"phases": Param("number_list"), "chunk": Param("int", 2, min=1)}
+
+    def __init__(self, p: dict[str, Any], ctx: Any) -> None:
+        super().__init__(p, ctx)
+        self._stopping = asyncio.Event()
+
+    async def open(self) -> StreamMeta:
+        rates = self.p["phases"][0::2]
+        return StreamMeta(name="sched", type="test", channels=("x",), nominal_rate=float(max(rates)))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, put: Any) -> None:
+        meta = await self.open()
+        ph, k, seq = self.p["phases"], self.p["chunk"], 0
+        due = time.monotonic()
+        for rate, seconds in zip(ph[0::2], ph[1::2], strict=True):
+            end = due + seconds
+            while due < end:
+                if not await sleep_until(due, self._stopping):
+                    return
+                now = time.monotonic()
+                t = np.full(k, now)
+                put(SampleChunk(data=np.zeros((k, 1), np.float32), t=t, t_recv=t.copy(), seq=seq, meta=meta))
+                seq += k
+                due += k / rate
 
 
 def _rss_mb() -> float:
@@ -185,3 +221,53 @@ async def test_event_flood_drop_oldest(data_dir: Path, tmp_path: Path) -> None:
           f"{m.computed}, skipped_late {m.skipped_late}, dropped_queue {m.dropped_queue}, results {len(rows)}, "
           f"runtime max {lat.max():.1f} ms (budget {budget_ms:g}), RSS {warm:.1f} -> {rss[-1]:.1f} MB, "
           f"position {getattr(src, 'position', '?')}")
+
+
+@pytest.mark.timeout(120)
+async def test_degrade_switches_tiers_with_the_load_and_back_without_flapping(tmp_path: Path) -> None:
+    """Tier 0 costs 10 ms per row, tier 1 (declared in the config) 1 ms. 600 rows/s for 4 s (6x what tier 0 can
+    do, 60 % of what tier 1 can), 25 rows/s for 6 s, 600 rows/s again: down to tier 1, back to 0 once the load
+    has fallen (and tier 0 could carry it), down again — three switches, no flapping, every sample accounted for,
+    every result within the budget and saying which tier computed it."""
+    out = tmp_path / "results.jsonl"
+    budget_ms = 300.0
+    doc = {"pipeline": [{
+        "name": "tiers", "budget_ms": budget_ms, "queue_s": 1.0, "policy": "degrade", "recover_s": 2.0,
+        "source": {"type": "test_schedule", "phases": [600, 4, 25, 6, 600, 4], "chunk": 2},
+        "stages": [{"type": "test_busy_rows", "cost_ms": 10.0, "tiers": [{"cost_ms": 1.0}]}],
+        "sinks": [{"type": "jsonl", "path": str(out)}]}]}
+    p, _, rows = await _run(doc, 15.0, out)
+    m = p.metrics
+    _accounted(p)
+    tiers = [r["tier"] for r in rows]
+    runs = [t for i, t in enumerate(tiers) if i == 0 or t != tiers[i - 1]]
+    assert runs == [0, 1, 0, 1], runs
+    assert m.tier_switches == 3 and m.tier == 1
+    assert m.deadline_misses == 0 and max(r["latency_ms"]["runtime"] for r in rows) <= budget_ms
+    # tier 1 served the fast phases: most results came from it, and the slow phase went back to tier 0
+    t_first0 = [r["t_recv"] for r in rows if r["tier"] == 0]
+    assert len(t_first0) > 50 and tiers.count(1) > 2 * tiers.count(0)
+    print(f"\ndegrade: tiers {runs}, switches {m.tier_switches}, results {len(rows)} (tier 0: {tiers.count(0)}, "
+          f"tier 1: {tiers.count(1)}), skipped_late {m.skipped_late}, dropped_queue {m.dropped_queue}, "
+          f"seconds per tier {m.tier_seconds}")
+
+
+def test_degrade_config_errors() -> None:
+    from spikeline.params import ConfigError
+
+    def problems(pipe: dict[str, Any]) -> str:
+        base = {"name": "p", "budget_ms": 50, "source": {"type": "test_schedule", "phases": [10, 1]},
+                "sinks": [{"type": "stdout"}]}
+        with pytest.raises(ConfigError) as e:
+            parse({"pipeline": [{**base, **pipe}]})
+        return str(e.value)
+
+    assert "needs cheaper tiers" in problems({"policy": "degrade", "stages": [{"type": "test_busy_rows"}]})
+    assert "policy = \"degrade\" only" in problems({"stages": [{"type": "test_busy_rows", "tiers": [{"cost_ms": 1}]}]})
+    assert "tiers[0].cost_ms" in problems({"policy": "degrade",
+                                           "stages": [{"type": "test_busy_rows", "tiers": [{"cost_ms": -1}]}]})
+    assert "tiers[0].nope: unknown key" in problems({"policy": "degrade",
+                                                     "stages": [{"type": "test_busy_rows", "tiers": [{"nope": 1}]}]})
+    assert "same number of tiers" in problems({"policy": "degrade", "stages": [
+        {"type": "test_busy_rows", "tiers": [{"cost_ms": 1}]},
+        {"type": "test_busy_rows", "name": "b", "tiers": [{"cost_ms": 1}, {"cost_ms": 0.5}]}]})

@@ -53,6 +53,18 @@ PIPELINE_PARAMS = {
                     help="when input can no longer make the budget: drop_oldest skips it to the newest (counted "
                          "skipped_late); mark_late computes it and publishes late results with late: true; degrade "
                          "also switches stages to cheaper tiers under load"),
+    "degrade_at": Param("number", 0.5, min=0, max=1, min_exclusive=True,
+                        help="degrade: one tier down when a chunk finishes later than this fraction of the budget "
+                             "after its oldest sample arrived (or input was skipped as late)"),
+    "recover_at": Param("number", 0.2, min=0, max=1, min_exclusive=True,
+                        help="degrade: one tier up when every chunk has finished within this fraction of the "
+                             "budget for recover_s"),
+    "recover_s": Param("number", 2.0, min=0, help="degrade: how long the load must stay low before a tier up"),
+    "switch_min_s": Param("number", 0.25, min=0, help="degrade: at least this long between two tier switches"),
+    "on_error": Param("str", "stop", choices=("stop", "restart"),
+                      help="a stage raises: stop the pipeline (reported; the others go on), or restart its stages "
+                           "(state reset, the failing chunk dropped and counted) up to max_restarts per minute"),
+    "max_restarts": Param("int", 5, min=0, help="on_error = restart: restarts allowed per 60 s before it stops"),
 }
 
 
@@ -62,6 +74,9 @@ class ComponentConfig:
     name: str
     params: dict[str, Any]
     path: str  # where it is in the file, for errors raised when it is built
+    # policy = "degrade": the params of each cheaper tier (1, 2, ...), the stage's own params with the tier's
+    # overrides (`tiers = [{threshold = 0.2}, {model = "..."}]` in the stage's table)
+    tiers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +88,12 @@ class PipelineConfig:
     queue_s: float
     queue_samples: int
     policy: str
+    degrade_at: float
+    recover_at: float
+    recover_s: float
+    switch_min_s: float
+    on_error: str
+    max_restarts: int
     source: ComponentConfig
     stages: list[ComponentConfig]
     sinks: list[ComponentConfig]
@@ -116,8 +137,22 @@ def _component(table: object, registry: dict[str, Any], what: str, path: str,
         problems.append(f"{path}.name: expected a short name (letters, digits, _ or -), got {name!r}")
         name = kind
     params = check_table(table, registry[kind].params, path, problems,
-                         ignore=("type", "name") if named else ("type",))
-    return ComponentConfig(kind, name, params, path)
+                         ignore=("type", "name", "tiers") if named else ("type",))
+    tiers: list[dict[str, Any]] = []
+    raw = table.get("tiers") if named else None
+    if raw is not None:
+        if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) and t for t in raw):
+            problems.append(f"{path}.tiers: expected a non-empty array of tables of parameter overrides, "
+                            "e.g. tiers = [{ threshold = 0.2 }]")
+        else:
+            base = {k: v for k, v in table.items() if k not in ("type", "name", "tiers")}
+            for j, t in enumerate(raw):
+                bad = [k for k in t if k in ("type", "name", "tiers")]
+                if bad:
+                    problems.append(f"{path}.tiers[{j}].{bad[0]}: a tier overrides parameters only")
+                    continue
+                tiers.append(check_table({**base, **t}, registry[kind].params, f"{path}.tiers[{j}]", problems))
+    return ComponentConfig(kind, name, params, path, tiers)
 
 
 def parse(doc: dict[str, Any], origin: str = "<memory>") -> Config:
@@ -171,6 +206,15 @@ def parse(doc: dict[str, Any], origin: str = "<memory>") -> Config:
         names = [s.name for s in stages if s is not None]
         for dup in {n for n in names if names.count(n) > 1}:
             problems.append(f'{path}.stages: two stages are named "{dup}"; give them distinct name = "..."')
+        tiered = [s for s in stages if s is not None and s.tiers]
+        if p.get("policy") == "degrade" and not tiered:
+            problems.append(f'{path}.policy: "degrade" needs cheaper tiers: give a stage tiers = [{{...}}] (e.g. a '
+                            "higher delta threshold, or another model)")
+        elif tiered and p.get("policy") != "degrade":
+            problems.append(f'{tiered[0].path}.tiers: tiers are used by policy = "degrade" only')
+        elif len({len(s.tiers) for s in tiered}) > 1:
+            problems.append(f"{path}.stages: every stage with tiers must list the same number of tiers "
+                            f"({', '.join(f'{s.name}: {len(s.tiers)}' for s in tiered)})")
         if source is None or any(s is None for s in stages) or any(s is None for s in sinks) or len(p) < len(PIPELINE_PARAMS):
             continue
         pipelines.append(PipelineConfig(

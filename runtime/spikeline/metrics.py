@@ -110,6 +110,11 @@ class PipelineMetrics:
     dropped_stale: int = 0  # source backlog older than the budget, skipped to the newest sample
     skipped_late: int = 0  # queued input that could no longer make the budget, skipped (policy drop_oldest/degrade)
     computed: int = 0  # samples (events) that went through the stages
+    restarts: int = 0  # on_error = restart: times the stages were reset after one raised
+    dropped_error: int = 0  # samples (events) of the chunks whose stage raised
+    tier: int = 0  # policy degrade: the tier computing now (0 = as configured)
+    tier_switches: int = 0
+    tier_seconds: dict[int, float] = field(default_factory=dict)  # time spent in each tier, up to the last switch
     source_gaps: int = 0  # samples the source reports lost upstream (e.g. LSL timestamp gaps)
     dropped_rate: int = 0  # events an event source's rate controller dropped (cap on events/s)
     rejected_input: int = 0  # input the source refused: malformed packets/events, out-of-order events
@@ -172,12 +177,18 @@ class PipelineMetrics:
                 "dropped_stale": self.dropped_stale,
                 "skipped_late": self.skipped_late,
                 "computed": self.computed,
+                "tier": self.tier,
+                "tier_switches": self.tier_switches,
                 "source_gaps": self.source_gaps,
                 "dropped_rate": self.dropped_rate,
                 "rejected_input": self.rejected_input,
                 "stage_errors": self.stage_errors,
+                "restarts": self.restarts,
+                "dropped_error": self.dropped_error,
             },
             "source": dict(self.source_counters),
+            **({"tier_seconds": {str(k): round(v, 3) for k, v in sorted(self.tier_seconds.items())}}
+               if self.tier_seconds else {}),
             **({"devices": dict(self.devices)} if self.devices else {}),
             "sinks": {k: dict(v) for k, v in self.sink_counters.items()},
         }

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from enum import Enum
 
 import numpy as np
@@ -49,6 +50,20 @@ class Pipeline:
                                                mqtt=publisher.s if publisher is not None else None)
         self.source: Source = SOURCES[cfg.source.kind](cfg.source.params, ctx)
         self.stages: list[Stage] = [STAGES[s.kind](s.name, s.params) for s in cfg.stages]
+        # policy = "degrade": tier k's stages (tier 0 = self.stages as configured); a stage without tiers is the
+        # same object in every tier
+        n_tiers = 1 + max((len(s.tiers) for s in cfg.stages), default=0)
+        self.tiers: list[list[Stage]] = [self.stages] + [
+            [STAGES[s.kind](s.name, s.tiers[k - 1]) if s.tiers else base for s, base in zip(cfg.stages, self.stages,
+                                                                                          strict=True)]
+            for k in range(1, n_tiers)]
+        self.tier = 0
+        self._tier_since = 0.0  # when the current tier was entered (monotonic)
+        self._calm_since: float | None = None  # since when every chunk has finished within recover_at x budget
+        self._recent: deque[tuple[float, float]] = deque()  # (end, compute s) of the chunks in the last recover_s
+        self._recent_busy = 0.0
+        self._row_cost: dict[int, float] = {}  # per tier: smoothed compute time per sample (event)
+        self._restarts: deque[float] = deque()  # when the stages were restarted (on_error = restart)
         sctx = SinkContext(node, cfg.name, cfg.budget_s, self.metrics, publisher)
         self.sinks: list[Sink] = [SINKS[s.kind](s.params, sctx, primary=(i == 0)) for i, s in enumerate(cfg.sinks)]
         self.queue: SampleQueue | None = None
@@ -60,7 +75,7 @@ class Pipeline:
         self.state = State.OPENING
         meta = await self.source.open()
         self.meta_in = meta
-        for st, sc in zip(self.stages, self.cfg.stages, strict=True):
+        for j, (st, sc) in enumerate(zip(self.stages, self.cfg.stages, strict=True)):
             if meta.devices is not None and not st.gateway:
                 raise ConfigError([f"{sc.path}: stage type {sc.kind!r} keeps one state for its whole stream; it "
                                    "cannot serve a gateway source's many devices"])
@@ -68,7 +83,12 @@ class Pipeline:
                 raise ConfigError([f"{sc.path}: stage type {sc.kind!r} takes {_what(st.takes_events)}, but its input "
                                    f"{meta.name!r} is {_what(meta.is_events)}"])
             try:
-                meta = st.start(meta)
+                meta_next = st.start(meta)
+                for k, tier in enumerate(self.tiers[1:], 1):  # the cheaper tiers' versions of this stage
+                    if tier[j] is not st and _shape(got := tier[j].start(meta)) != _shape(meta_next):
+                        raise ConfigError([f"{sc.path}.tiers[{k - 1}]: gives {_shape(got)}, the stage gives "
+                                           f"{_shape(meta_next)}: a tier must produce the same stream"])
+                meta = meta_next
             except StageError as e:
                 where = f"{sc.path}.{e.param}" if e.param else sc.path
                 raise ConfigError([f"{where}: {e}"]) from e
@@ -125,6 +145,7 @@ class Pipeline:
                 self._fail(f"{type(e).__name__}: {e}")
                 return
             self.state = State.RUNNING
+            self._tier_since = time.monotonic()
             log.info("pipeline %s running: %s -> %s -> %s (budget %g ms)", self.name, self.cfg.source.kind,
                      " -> ".join(s.name for s in self.stages) or "(no stages)",
                      ", ".join(c.kind for c in self.cfg.sinks), self.cfg.budget_ms)
@@ -133,7 +154,7 @@ class Pipeline:
                     tg.create_task(self._source_task())
                     tg.create_task(self._compute())
                 self.state = State.STOPPED
-            except* SourceError as eg:
+            except* (SourceError, _StageFailed) as eg:
                 self._fail("; ".join(str(e) for e in eg.exceptions))
             except* Exception as eg:
                 self._fail("; ".join(f"{type(e).__name__}: {e}" for e in eg.exceptions))
@@ -158,16 +179,31 @@ class Pipeline:
         assert self.queue is not None
         skip = self.cfg.policy in ("drop_oldest", "degrade") and not self.source.lossless
         perf = time.perf_counter
+        degrade = len(self.tiers) > 1
+        m = self.metrics
         while (chunk := await self.queue.get()) is not None:
+            skipped = m.skipped_late
             if skip and len(chunk):
                 chunk = self._skip_late(chunk)
                 if chunk is None:
+                    if degrade:
+                        self._adapt(None, 0.0, 0)
                     continue
             t0 = perf()
-            self.metrics.computed += len(chunk)
-            self._through(chunk, 0)
+            m.computed += len(chunk)
+            try:
+                self._through(chunk, 0)
+            except _StageFailed as e:
+                m.computed -= len(chunk)
+                m.dropped_error += len(chunk)
+                if not self._restart(e):
+                    raise
+                continue
             dt = perf() - t0
             self._cost_s = dt if self._cost_s == 0.0 else self._cost_s + 0.1 * (dt - self._cost_s)
+            if degrade and len(chunk):
+                oldest = chunk.t_recv if isinstance(chunk, EventChunk) else float(chunk.t_recv.min())
+                self._adapt(None if m.skipped_late > skipped else time.monotonic() - oldest, dt, len(chunk))
         # The input has ended: let each stage hand over what it still holds, in order.
         for i, st in enumerate(self.stages):
             try:
@@ -177,6 +213,75 @@ class Pipeline:
                 raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed at the end of the input: {e}") from e
             if rest is not None and len(rest):
                 self._through(rest, i + 1)
+
+    def _restart(self, e: Exception) -> bool:
+        """on_error = restart: reset every stage (all tiers) and go on with the next chunk, unless max_restarts
+        happened within the last 60 s. False: stop the pipeline."""
+        if self.cfg.on_error != "restart":
+            return False
+        now = time.monotonic()
+        recent = self._restarts
+        while recent and recent[0] < now - 60.0:
+            recent.popleft()
+        if len(recent) >= self.cfg.max_restarts:
+            log.error("pipeline %s: %s; %d restarts within 60 s: stopping", self.name, e, len(recent))
+            return False
+        recent.append(now)
+        self.metrics.restarts += 1
+        log.error("pipeline %s: %s; stages reset, going on (restart %d)", self.name, e, self.metrics.restarts,
+                  exc_info=e.__cause__)
+        for st in {id(s): s for tier in self.tiers for s in tier}.values():
+            st.reset()
+        return True
+
+    def _adapt(self, lag: float | None, busy: float, rows: int) -> None:
+        """Policy degrade, after each chunk (`busy` s of compute for `rows` samples): one tier down when the chunk
+        finished later than degrade_at x budget after its oldest sample arrived (`lag`), or when input had to be
+        skipped as late (lag None); one tier up when every chunk has finished within recover_at x budget for
+        recover_s *and* the tier above, at its measured cost per sample, would have kept the core less than half
+        busy over the last recover_s (so a load the cheaper tier just manages does not flap). At most one switch
+        per switch_min_s."""
+        c = self.cfg
+        now = time.monotonic()
+        if rows:
+            per = busy / rows
+            old = self._row_cost.get(self.tier)
+            self._row_cost[self.tier] = per if old is None else old + 0.1 * (per - old)
+        recent = self._recent
+        recent.append((now, busy))
+        self._recent_busy += busy
+        while recent and recent[0][0] < now - c.recover_s:
+            self._recent_busy -= recent.popleft()[1]
+        high = lag is None or lag > c.degrade_at * c.budget_s
+        if lag is not None and lag <= c.recover_at * c.budget_s:
+            if self._calm_since is None:
+                self._calm_since = now
+        else:
+            self._calm_since = None
+        if now - self._tier_since < c.switch_min_s:
+            return
+        if high and self.tier < len(self.tiers) - 1:
+            self._switch(self.tier + 1, now, "load")
+        elif self.tier > 0 and self._calm_since is not None and now - self._calm_since >= c.recover_s:
+            up, here = self._row_cost.get(self.tier - 1), self._row_cost.get(self.tier)
+            ratio = up / here if up and here else 1.0
+            if self._recent_busy * ratio < 0.5 * c.recover_s:
+                self._switch(self.tier - 1, now, "recovered")
+
+    def _switch(self, tier: int, now: float, why: str) -> None:
+        old, new = self.tiers[self.tier], self.tiers[tier]
+        for a, b in zip(old, new, strict=True):
+            if a is not b:
+                b.reset()  # the tier's own state starts afresh (it was idle since it last ran)
+        m = self.metrics
+        m.tier_seconds[self.tier] = m.tier_seconds.get(self.tier, 0.0) + (now - self._tier_since)
+        m.tier_switches += 1
+        log.info("pipeline %s: tier %d -> %d (%s)", self.name, self.tier, tier, why)
+        self.tier = tier
+        m.tier = tier
+        self.stages = new
+        self._tier_since = now
+        self._calm_since = None
 
     def _skip_late(self, chunk: Chunk) -> Chunk | None:
         """Policy drop_oldest (and degrade): the rows of a dequeued chunk that can no longer make the budget are
@@ -216,8 +321,8 @@ class Pipeline:
             except Exception as e:
                 m.stage_errors += 1
                 what = "events" if chunk.meta.is_events else "samples"
-                raise RuntimeError(f"stage {st.name!r} ({st.kind}) failed on {what} "
-                                   f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {e}") from e
+                raise _StageFailed(f"stage {st.name!r} ({st.kind}) failed on {what} "
+                                   f"{chunk.seq}..{chunk.seq + len(chunk) - 1}: {type(e).__name__}: {e}") from e
             m.record_stage(st.name, perf() - t0)
             if res is None or (len(res) == 0 and not (isinstance(res, EventChunk) and res.is_tick)):
                 return
@@ -225,6 +330,8 @@ class Pipeline:
         out.t_done = time.monotonic()
         if isinstance(out, SampleChunk):
             out.budget_s = self.cfg.budget_s
+            if len(self.tiers) > 1:
+                out.tier = self.tier
         for sink in self.sinks:
             sink.submit(out)  # type: ignore[arg-type]  # open() checked that the last stage gives samples
 
@@ -235,6 +342,15 @@ class Pipeline:
             if self.state == State.RUNNING:
                 self.state = State.DRAINING
             self.source.stop()
+
+
+class _StageFailed(RuntimeError):
+    """A stage raised on a chunk (the message names the stage and the samples; the cause is the exception)."""
+
+
+def _shape(meta: StreamMeta) -> tuple[object, ...]:
+    """What a tier must keep the same: the stream's kind, channels, classes and rate."""
+    return (meta.is_events, meta.channels, meta.classes, meta.nominal_rate)
 
 
 def _what(events: bool) -> str:
