@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -103,3 +104,70 @@ async def test_a_raising_stage_restarts_or_stops_its_pipeline_and_no_other(data_
     assert reports["restarts"]["counters"]["restarts"] == n and reports["healthy"]["state"] == "stopped"
     print(f"\nstage faults: {n} restarts (dropped {m.dropped_error} samples in the failing chunks), the stopping "
           f"pipeline failed once with a report, the healthy one published {len(hs)} samples in order")
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(240)
+async def test_lsl_outlet_that_goes_away_and_returns_20_times(tmp_path: Path) -> None:
+    """A real liblsl outlet (same source_id) closed and re-created 20 times: the pipeline resumes each time, every
+    outage is counted, the missing samples are counted (source_gaps, from the timestamps) and show as jumps in
+    the results' sample indices; an outlet that never returns stops the pipeline with a report after
+    lost_timeout_s instead of being waited on forever."""
+    import uuid
+
+    from spikeline.synth import LslEEGOutlet
+
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    sid = f"{name}-sid"
+    out = tmp_path / "r.jsonl"
+    rate = 100.0
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 200, "policy": "mark_late",
+                               "source": {"type": "lsl", "source_id": sid, "silent_after_s": 0.3,
+                                          "lost_timeout_s": 8.0},
+                               "sinks": [{"type": "jsonl", "path": str(out)}]}]})
+    from spikeline.pipeline import Pipeline
+
+    outlet = LslEEGOutlet(name, n_channels=2, rate=rate, chunk=5, source_id=sid).start()
+    p = Pipeline(cfg.pipelines[0], node="t")
+    task = asyncio.create_task(p.run())
+    m = p.metrics
+    down_s = 0.6
+    back_s: list[float] = []  # how long liblsl took to find the re-created outlet each time
+    try:
+        async with asyncio.timeout(30):
+            while m.results < 50:
+                assert p.state != State.FAILED, p.error
+                await asyncio.sleep(0.02)
+        for k in range(REPEATS):
+            await asyncio.to_thread(outlet.close)
+            await asyncio.sleep(down_s)
+            outlet = LslEEGOutlet(name, n_channels=2, rate=rate, chunk=5, source_id=sid, seed=k + 1).start()
+            before = m.results
+            t_new = time.monotonic()
+            async with asyncio.timeout(30):  # liblsl finds the outlet again (same source_id)
+                while m.results < before + 20:
+                    assert p.state == State.RUNNING, p.error
+                    await asyncio.sleep(0.02)
+            back_s.append(time.monotonic() - t_new)
+        outages, gaps = m.source_counters["outages"], m.source_gaps
+        # now it never comes back: reported and stopped after lost_timeout_s
+        await asyncio.to_thread(outlet.close)
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(task, 20)
+        waited = asyncio.get_running_loop().time() - t0
+    finally:
+        p.stop()
+        if not task.done():
+            await asyncio.wait_for(task, 10)
+        outlet.close()
+    assert outages == REPEATS
+    assert gaps >= REPEATS * down_s * rate * 0.9  # each outage's samples counted as missing
+    assert p.state == State.FAILED and "no sample for" in p.error and "giving up" in p.error
+    assert 7.5 <= waited < 15.0  # lost_timeout_s counts from the last sample, just before the close
+    seqs = np.array([json.loads(line)["seq"] for line in out.read_text().splitlines()])
+    jumps = np.diff(seqs)
+    assert np.all(jumps >= 1)
+    assert int(np.count_nonzero(jumps > 1)) == REPEATS and int((jumps - 1).sum()) == gaps  # gaps show in seq
+    print(f"\nLSL outlet closed and re-created {REPEATS} times: {outages} outages, {gaps} samples missing "
+          f"(reported in seq), {len(seqs)} results; back after {np.median(back_s):.2f} s median, "
+          f"{max(back_s):.2f} s max; never-returning outlet reported after {waited:.1f} s")

@@ -135,5 +135,6 @@ class LslEEGOutlet:
             self._thread.join(2.0)
 
     def close(self) -> None:
+        """Stop pushing and destroy the outlet (its consumers see it go). Idempotent."""
         self.stop()
-        del self.outlet
+        self.__dict__.pop("outlet", None)

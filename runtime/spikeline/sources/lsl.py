@@ -12,6 +12,7 @@ and counted (`dropped_stale`) rather than drained late.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import socket
@@ -68,6 +69,10 @@ class LslSource(Source):
         "resolve_timeout_s": Param("number", 10.0, min=0.1),
         "max_chunk": Param("int", 0, min=0, help="most samples per pull (0: 0.1 s of signal, >= 32)"),
         "time_correction_every_s": Param("number", 5.0, min=0.5),
+        "silent_after_s": Param("number", 0.5, min=0.05, help="no sample this long: an outage (logged, counted)"),
+        "lost_timeout_s": Param("number", 30.0, min=0,
+                                help="no sample this long: the stream is gone, the pipeline stops with a report "
+                                     "(0: wait for it forever)"),
     }
 
     def __init__(self, p: dict[str, Any], ctx: Any) -> None:
@@ -153,6 +158,10 @@ class LslSource(Source):
         seq = 0
         last_t: float | None = None
         stale_s = self.ctx.stale_s
+        last_data = time.monotonic()
+        outage = False  # in an outage since silent_after_s without a sample
+        counters = m.source_counters
+        counters.setdefault("outages", 0)
         while not self._stop.is_set():
             now = time.monotonic()
             if not self._same_host and now >= next_correction:
@@ -170,14 +179,40 @@ class LslSource(Source):
                                   "(give the outlet a source_id so liblsl can reconnect)") from e
             n = len(ts)
             if n == 0:
+                idle = time.monotonic() - last_data
+                if not outage and idle >= self.p["silent_after_s"]:
+                    outage = True
+                    counters["outages"] += 1
+                    log.warning("LSL %s: no sample for %.1f s (outlet gone or stalled); waiting for it to return",
+                                meta.name, idle)
+                if self.p["lost_timeout_s"] > 0 and idle >= self.p["lost_timeout_s"]:
+                    raise SourceError(f"LSL stream {meta.name!r} (source_id {meta.source_id!r}): no sample for "
+                                      f"{idle:.1f} s; giving up (lost_timeout_s = {self.p['lost_timeout_s']:g})")
                 continue
             t_recv = time.monotonic()
+            if outage:
+                outage = False
+                log.warning("LSL %s: samples again after %.1f s", meta.name, t_recv - last_data)
+            last_data = t_recv
             t = np.asarray(ts, dtype=np.float64) + (correction + offset)
+            missing = np.zeros(n, np.int64)  # samples missing before each row (from the timestamps)
             if rate > 0:
-                # Upstream losses (e.g. liblsl's own buffer overflowing) show as timestamp gaps.
+                # Upstream losses (liblsl's own buffer overflowing, an outlet that went away and came back) show
+                # as timestamp gaps; the rows after one get sample indices that skip the missing ones.
                 steps = np.diff(t, prepend=t[0] if last_t is None else last_t) * rate
-                m.source_gaps += int(np.sum(np.maximum(np.rint(steps[steps > 1.5]) - 1, 0)))
+                missing = np.where(steps > 1.5, np.maximum(np.rint(steps) - 1, 0), 0).astype(np.int64)
+                m.source_gaps += int(missing.sum())
             last_t = float(t[-1])
+            if missing.any():  # emit the rows between gaps as separate chunks, each at its own index
+                cut = [0, *np.flatnonzero(missing).tolist(), n]
+                for a, b in itertools.pairwise(cut):
+                    if a == b:
+                        continue
+                    seq += int(missing[a])
+                    emit(SampleChunk(data=buf[a:b].astype(np.float32), t=t[a:b], t_recv=np.full(b - a, t_recv),
+                                     seq=seq, meta=meta))
+                    seq += b - a
+                continue
             # Stale-data guard: a backlog older than `stale_s` is skipped to the newest sample. When all of
             # this pull is stale and more is already waiting, all of it goes (the newest is further on).
             first = int(np.searchsorted(t, t_recv - stale_s, side="left")) if stale_s > 0 else 0
