@@ -12,7 +12,6 @@ and counted (`dropped_stale`) rather than drained late.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import socket
@@ -162,6 +161,7 @@ class LslSource(Source):
         outage = False  # in an outage since silent_after_s without a sample
         counters = m.source_counters
         counters.setdefault("outages", 0)
+        counters.setdefault("outage_samples", 0)  # samples missing across outages (in source_gaps too)
         while not self._stop.is_set():
             now = time.monotonic()
             if not self._same_host and now >= next_correction:
@@ -190,29 +190,22 @@ class LslSource(Source):
                                       f"{idle:.1f} s; giving up (lost_timeout_s = {self.p['lost_timeout_s']:g})")
                 continue
             t_recv = time.monotonic()
+            t = np.asarray(ts, dtype=np.float64) + (correction + offset)
             if outage:
                 outage = False
-                log.warning("LSL %s: samples again after %.1f s", meta.name, t_recv - last_data)
+                lost = 0
+                if rate > 0 and last_t is not None:  # the outage's samples: the rows after it skip their indices
+                    lost = max(0, round((float(t[0]) - last_t) * rate) - 1)
+                    seq += lost
+                    counters["outage_samples"] += lost
+                log.warning("LSL %s: samples again after %.1f s (%d samples missing)", meta.name,
+                            t_recv - last_data, lost)
             last_data = t_recv
-            t = np.asarray(ts, dtype=np.float64) + (correction + offset)
-            missing = np.zeros(n, np.int64)  # samples missing before each row (from the timestamps)
             if rate > 0:
-                # Upstream losses (liblsl's own buffer overflowing, an outlet that went away and came back) show
-                # as timestamp gaps; the rows after one get sample indices that skip the missing ones.
+                # Upstream losses (liblsl's own buffer overflowing, an outage) show as timestamp gaps.
                 steps = np.diff(t, prepend=t[0] if last_t is None else last_t) * rate
-                missing = np.where(steps > 1.5, np.maximum(np.rint(steps) - 1, 0), 0).astype(np.int64)
-                m.source_gaps += int(missing.sum())
+                m.source_gaps += int(np.sum(np.maximum(np.rint(steps[steps > 1.5]) - 1, 0)))
             last_t = float(t[-1])
-            if missing.any():  # emit the rows between gaps as separate chunks, each at its own index
-                cut = [0, *np.flatnonzero(missing).tolist(), n]
-                for a, b in itertools.pairwise(cut):
-                    if a == b:
-                        continue
-                    seq += int(missing[a])
-                    emit(SampleChunk(data=buf[a:b].astype(np.float32), t=t[a:b], t_recv=np.full(b - a, t_recv),
-                                     seq=seq, meta=meta))
-                    seq += b - a
-                continue
             # Stale-data guard: a backlog older than `stale_s` is skipped to the newest sample. When all of
             # this pull is stale and more is already waiting, all of it goes (the newest is further on).
             first = int(np.searchsorted(t, t_recv - stale_s, side="left")) if stale_s > 0 else 0
