@@ -142,8 +142,8 @@ def _accounted(p: Pipeline) -> None:
     """Every sample (event) the source handed over was computed, skipped as late or dropped by the queue."""
     m = p.metrics
     assert p.queue is not None and len(p.queue) == 0
-    assert m.samples_in == m.computed + m.skipped_late + m.dropped_queue, (
-        m.samples_in, m.computed, m.skipped_late, m.dropped_queue)
+    assert m.samples_in == m.computed + m.skipped_late + m.dropped_queue + m.non_finite + m.dropped_error, (
+        m.samples_in, m.computed, m.skipped_late, m.dropped_queue, m.non_finite, m.dropped_error)
 
 
 def _samples_doc(data_dir: Path, out: Path, policy: str, budget_ms: float) -> dict[str, Any]:

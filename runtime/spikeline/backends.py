@@ -243,9 +243,12 @@ class OrtRunner(Runner):
             return TensorInfo(m.name, tuple(d if isinstance(d, int) and d >= 0 else None for d in m.shape),
                               np.dtype(dtype))
 
-        self.inputs = {m.name: info(m) for m in self.session.get_inputs()}
-        self.outputs = {m.name: info(m) for m in self.session.get_outputs()}
-        self.metadata = _decode_meta(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.inputs = {m.name: info(m) for m in self.session.get_inputs()}
+            self.outputs = {m.name: info(m) for m in self.session.get_outputs()}
+            self.metadata = _decode_meta(self.session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as e:  # a damaged name or metadata string
+            raise ModelError(f"{path}: damaged model (text that is not UTF-8: {e.reason} at byte {e.start})") from e
         self._check_state()
 
     def prepare(self, shapes: Mapping[str, Sequence[int]] | None = None, warmup: int = 1) -> None:

@@ -247,6 +247,8 @@ def load(path: str | os.PathLike[str]) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start}): a TOML file is UTF-8"]) from e
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

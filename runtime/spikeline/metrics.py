@@ -110,6 +110,7 @@ class PipelineMetrics:
     dropped_stale: int = 0  # source backlog older than the budget, skipped to the newest sample
     skipped_late: int = 0  # queued input that could no longer make the budget, skipped (policy drop_oldest/degrade)
     computed: int = 0  # samples (events) that went through the stages
+    non_finite: int = 0  # samples refused at the pipeline's input for a NaN or infinite value
     restarts: int = 0  # on_error = restart: times the stages were reset after one raised
     dropped_error: int = 0  # samples (events) of the chunks whose stage raised
     tier: int = 0  # policy degrade: the tier computing now (0 = as configured)
@@ -177,6 +178,7 @@ class PipelineMetrics:
                 "dropped_stale": self.dropped_stale,
                 "skipped_late": self.skipped_late,
                 "computed": self.computed,
+                "non_finite": self.non_finite,
                 "tier": self.tier,
                 "tier_switches": self.tier_switches,
                 "source_gaps": self.source_gaps,

@@ -126,6 +126,9 @@ def load(path: str | Path, kind: str | None = None) -> Model:
     if listed != present:
         raise ModelError(f"model {jpath}: arrays listed {sorted(listed)} but {npz.name} holds {sorted(present)}")
     for name, spec in doc["arrays"].items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("shape"), list) or not isinstance(spec.get("dtype"), str):
+            raise ModelError(f"model {jpath}: array {name!r}: expected {{\"shape\": [...], \"dtype\": \"...\"}}, "
+                             f"got {spec!r}"[:300])
         a = arrays[name]
         if list(a.shape) != spec.get("shape") or str(a.dtype) != spec.get("dtype"):
             raise ModelError(f"model {jpath}: array {name!r} is {a.dtype}{list(a.shape)}, "

@@ -127,6 +127,23 @@ class Pipeline:
     def _put(self, chunk: Chunk) -> None:
         assert self.queue is not None
         self.metrics.count_in(len(chunk))
+        if isinstance(chunk, SampleChunk) and len(chunk) and not np.isfinite(chunk.data).all():
+            # NaN or infinite samples would poison every stateful stage after them: refused and counted; the
+            # finite rows go on in runs, each at its own sample index (the refused ones leave a gap in seq)
+            ok = np.isfinite(chunk.data).all(axis=1)
+            self.metrics.non_finite += int(np.count_nonzero(~ok))
+            if chunk.streams is not None:
+                parts = [chunk.select(np.flatnonzero(ok))] if ok.any() else []
+            else:
+                edges = np.flatnonzero(np.diff(np.r_[False, ok, False].astype(np.int8)))
+                parts = [chunk.take(int(a), int(b)) for a, b in zip(edges[0::2], edges[1::2], strict=True)]
+            for part in parts:
+                self._enqueue(part)
+            return
+        self._enqueue(chunk)
+
+    def _enqueue(self, chunk: Chunk) -> None:
+        assert self.queue is not None
         before = self.queue.dropped
         self.queue.put(chunk)
         self.metrics.dropped_queue += self.queue.dropped - before
