@@ -15,10 +15,12 @@ Each test prints the number of cases it tried. SPIKELINE_FUZZ_EXAMPLES scales th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,7 +86,7 @@ def test_non_finite_samples_and_bad_timestamps_are_refused_and_counted(case: Any
     data = np.array(values, np.float32).reshape(-1, 3)
     t = np.array(stamps, np.float64)
     bounds = np.cumsum([0, *sizes])
-    Given.chunks = [(data[a:b], t[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    Given.chunks = [(data[a:b], t[a:b]) for a, b in itertools.pairwise(bounds)]
     out = tmp_path_factory.mktemp("bad") / "r.jsonl"
     cfg = parse({"pipeline": [{"name": "p", "budget_ms": 1000, "policy": "mark_late",
                                "source": {"type": "test_given", "channels": 3},
@@ -225,3 +227,66 @@ def test_corrupt_onnx_and_litert_files_are_refused_with_the_reason(stage: str, t
             assert type(e).__name__ in ("ConfigError", "StageError", "ModelError", "ValueError"), repr(e)
             assert str(e)
     CASES[f"{stage} files"] = n
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+async def test_lsl_timestamps_that_jump_reset_repeat_or_go_backwards(tmp_path: Path) -> None:
+    """A real liblsl outlet pushing samples with explicit timestamps: normal, then a clock reset 1000 s into the
+    past, a jump 100 s into the future, NaN, repeated (duplicate) and slightly decreasing timestamps. Every sample
+    reaches the results; the impossible ones are re-stamped on arrival and counted, the reversals counted."""
+    import uuid
+
+    from spikeline.lslcfg import import_pylsl
+
+    pylsl = import_pylsl()
+    name = f"badtime-{uuid.uuid4().hex[:6]}"
+    info = pylsl.StreamInfo(name, "EEG", 2, 100.0, pylsl.cf_float32, f"{name}-sid")
+    outlet = pylsl.StreamOutlet(info)
+    out = tmp_path / "r.jsonl"
+    cfg = parse({"pipeline": [{"name": "p", "budget_ms": 500, "policy": "mark_late",
+                               "source": {"type": "lsl", "name": name},
+                               "sinks": [{"type": "jsonl", "path": str(out)}]}]})
+    p = Pipeline(cfg.pipelines[0], node="t")
+    task = asyncio.create_task(p.run())
+    pushed = 0
+    impossible = 0
+    try:
+        async with asyncio.timeout(20):
+            while p.state != State.RUNNING:
+                assert p.state != State.FAILED, p.error
+                await asyncio.sleep(0.02)
+        await asyncio.to_thread(outlet.wait_for_consumers, 5.0)
+        await asyncio.sleep(0.3)
+
+        def push(stamps: list[float]) -> None:
+            nonlocal pushed
+            for ts in stamps:
+                outlet.push_sample([1.0, 2.0], ts)
+                pushed += 1
+                time.sleep(0.002)
+
+        now = pylsl.local_clock
+        await asyncio.to_thread(push, [now() for _ in range(50)])  # normal
+        await asyncio.to_thread(push, [now() - 1000.0 for _ in range(30)])  # clock reset into the past
+        await asyncio.to_thread(push, [now() + 100.0 for _ in range(30)])  # jump into the future
+        await asyncio.to_thread(push, [float("nan")] * 10)  # not a time at all
+        impossible = 70
+        t0 = now()
+        await asyncio.to_thread(push, [t0] * 20)  # one timestamp repeated (duplicates)
+        await asyncio.to_thread(push, [t0 + 0.001 - 0.0005 * k for k in range(20)])  # slowly going backwards
+        await asyncio.to_thread(push, [now() for _ in range(50)])  # normal again
+        async with asyncio.timeout(10):
+            while p.metrics.results < pushed:
+                await asyncio.sleep(0.05)
+    finally:
+        p.stop()
+        await asyncio.wait_for(task, 10)
+    c = p.metrics.source_counters
+    assert p.state == State.STOPPED, p.error
+    assert c["bad_timestamps"] == impossible and c["time_reversals"] >= 19
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == pushed and [r["seq"] for r in rows] == list(range(pushed))
+    ages = np.array([r["latency_ms"]["age"] for r in rows])
+    assert np.all(np.abs(ages) < 5000)  # every published time is plausible
+    CASES["LSL timestamp anomalies (samples)"] = pushed

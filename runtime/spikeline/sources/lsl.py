@@ -162,6 +162,9 @@ class LslSource(Source):
         counters = m.source_counters
         counters.setdefault("outages", 0)
         counters.setdefault("outage_samples", 0)  # samples missing across outages (in source_gaps too)
+        counters.setdefault("bad_timestamps", 0)  # samples whose time was impossible: re-stamped on arrival
+        counters.setdefault("time_reversals", 0)  # times a sample's timestamp went backwards
+        buflen_s = max(1, math.ceil(2 * self.ctx.queue_s))  # what liblsl may hold (max_buflen, see open())
         while not self._stop.is_set():
             now = time.monotonic()
             if not self._same_host and now >= next_correction:
@@ -191,6 +194,22 @@ class LslSource(Source):
                 continue
             t_recv = time.monotonic()
             t = np.asarray(ts, dtype=np.float64) + (correction + offset)
+            # Timestamps that cannot be true (the outlet's clock was reset or jumped, a broken device): far older
+            # than any backlog (a minute, or ten times what liblsl may buffer), in the future, or not numbers. Those
+            # samples are re-stamped from their arrival (one nominal period apart) and counted, so the session goes
+            # on; an ordinary backlog is the stale guard's; a small step backwards is counted.
+            bad = ~np.isfinite(t) | (t < t_recv - max(60.0, 10.0 * buflen_s)) | (t > t_recv + 0.5)
+            if bad.any():
+                k = int(np.count_nonzero(bad))
+                if counters["bad_timestamps"] == 0 or k == n:
+                    log.warning("LSL %s: %d sample(s) with impossible timestamps (e.g. %r); re-stamped on arrival",
+                                meta.name, k, float(ts[int(np.argmax(bad))]))
+                counters["bad_timestamps"] += k
+                arrival = t_recv - (n - 1 - np.arange(n)) / rate if rate > 0 else np.full(n, t_recv)
+                t = np.where(bad, arrival, t)
+            steps_back = np.diff(t, prepend=t[0] if last_t is None else last_t) < 0
+            if steps_back.any():
+                counters["time_reversals"] += int(np.count_nonzero(steps_back))
             if outage:
                 outage = False
                 lost = 0
