@@ -282,6 +282,7 @@ class EventUdpSource(Source):
         self.gate = EventGate(p["max_rate"], p["burst_ms"] / 1e3)
         self.address: tuple[str, int] = (p["host"], p["port"])
         self.packets = 0
+        self.clock_restarts = 0  # the sender's clock started over: its new times continue the stream's time line
         self.socket_drops = 0  # datagrams the OS dropped (receive buffer full), from SO_RXQ_OVFL
         self.rejected = 0  # events the decoder refused (outside the sensor, missing timestamp word)
         self.rejected_packets = 0  # datagrams refused whole (length not a multiple of 4)
@@ -330,7 +331,7 @@ class EventUdpSource(Source):
             m.rejected_input = self.gate.out_of_order + self.rejected
             m.source_counters.update(packets=self.packets, socket_dropped_packets=self.socket_drops,
                                      rejected_packets=self.rejected_packets, out_of_order=self.gate.out_of_order,
-                                     clock_resets=self.gate.clock_resets)
+                                     clock_resets=self.gate.clock_resets + self.clock_restarts)
             put(EventChunk(ev=ev, t_base=t_base, t_recv=t_recv, seq=seq, meta=meta))
             seq += len(ev)
 
@@ -362,6 +363,9 @@ class EventUdpSource(Source):
         if tick_s > 0:
             sock.settimeout(min(0.05, tick_s))
         last_t: int | None = None  # newest event handed over (sensor µs)
+        seen_t: int | None = None  # newest event time decoded (after `shift`)
+        shift = 0  # µs added to the sender's times since its clock last started over
+        reset_us = self.gate.reset_us
         last_packet = last_tick = 0.0
         clock = time.monotonic
         while not self._stop.is_set():
@@ -385,6 +389,20 @@ class EventUdpSource(Source):
                 self.rejected = dec.rejected_events
                 self.rejected_packets = dec.rejected_packets
                 if len(ev):
+                    if shift:
+                        ev["t"] += shift
+                    if seen_t is not None and int(ev["t"][0]) < seen_t - reset_us:
+                        # The sender's clock started over (a restarted camera host): its new times go on from
+                        # where the stream's time line is now, so stages keep their time order and the mapping
+                        # to this host's clock stays right.
+                        target = int((now - offset) * 1e6) if offset is not None else seen_t + 1
+                        delta = max(target, seen_t + 1) - int(ev["t"][0])
+                        ev["t"] += delta
+                        shift += delta
+                        self.clock_restarts += 1
+                        log.warning("event_udp: the sender's clock started over (restart %d); its times continue "
+                                    "the stream's", self.clock_restarts)
+                    seen_t = max(seen_t if seen_t is not None else 0, int(ev["t"][-1]))
                     off = now - int(ev["t"][-1]) * 1e-6
                     offset = off if offset is None else min(offset, off)
                     if not batch:
