@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .mqtt import MQTT_PARAMS, MqttSettings
+from .mqtt import MQTT_PARAMS, MqttSettings, settings_from_params
 from .params import ConfigError, Param, check_table
 from .sinks import SINKS
 from .sources import SOURCES
@@ -222,17 +222,8 @@ def parse(doc: dict[str, Any], origin: str = "<memory>") -> Config:
 
     mqtt = None
     if any(s.kind == "mqtt" for pc in pipelines for s in pc.sinks) or "mqtt" in doc:
-        try:
-            password = None
-            if mqtt_p.get("password_env"):
-                password = os.environ.get(mqtt_p["password_env"])
-                if password is None:
-                    problems.append(f"mqtt.password_env: environment variable {mqtt_p['password_env']} is not set")
-            kw = {k: v for k, v in mqtt_p.items() if k not in ("url", "password_env")}
-            if "url" in mqtt_p:
-                mqtt = MqttSettings.from_url(mqtt_p["url"], password=password, **kw)
-        except ValueError as e:
-            problems.append(f"mqtt.url: {e}")
+        # the password (password_env / password_file) is read and the TLS files loaded here
+        mqtt = settings_from_params(mqtt_p, problems)
     if problems:
         raise ConfigError(problems)
     return Config(node=node["name"] or default_node_name(), metrics_interval_s=node["metrics_interval_s"],

@@ -438,8 +438,7 @@ class WatchMqttSource(_WatchSource):
         fmt = self.p["format"]
         sweeper = asyncio.create_task(self._sweeper())
         try:
-            async with aiomqtt.Client(s.host, s.port, identifier=f"spikeline-{self.ctx.pipeline}-watch",
-                                      username=s.username or None, password=s.password,
+            async with aiomqtt.Client(**s.client_kwargs(), identifier=f"spikeline-{self.ctx.pipeline}-watch",
                                       queue_type=self._queue_type,
                                       max_queued_incoming_messages=self.p["max_queued"]) as client:
                 pending: list[tuple[bytes, str, float]] = []
