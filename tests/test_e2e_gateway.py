@@ -151,3 +151,66 @@ async def test_mqtt_backlog_is_bounded_and_its_overflow_counted(mosquitto) -> No
     rows = sum(len(c) for c in chunks)
     assert (rows, src.overflow, src.payloads) == (30, 70, 30)
     assert ctx.metrics.dropped_queue == 70
+
+
+@pytest.mark.timeout(90)
+async def test_watch_mqtt_waits_for_its_broker_and_survives_its_restarts(tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """watch_mqtt with nothing listening at start-up: the failure is logged and counted and retried with backoff,
+    the pipeline keeps running; once mosquitto appears the watches' samples flow; mosquitto stopped and started
+    5 times: the source reconnects each time and samples flow again."""
+    import aiomqtt
+
+    from conftest import Mosquitto, mosquitto_binary, need
+    from spikeline.metrics import PipelineMetrics
+    from spikeline.queue import SampleQueue
+    from spikeline.sources import SourceContext
+    from spikeline.sources.watch import WatchMqttSource
+    from spikeline.watch import encode_frame
+
+    need(mosquitto_binary() is not None, "mosquitto is not installed (tools/test.sh installs it)")
+    broker = Mosquitto(tmp_path)  # not started yet
+    node = f"t{uuid.uuid4().hex[:6]}"
+    ctx = SourceContext("p", 0.05, 0.3, 1.0, PipelineMetrics("p", 0.05, None))
+    ctx.queue = SampleQueue(1 << 20)
+    params = {**{k: v.default for k, v in WatchMqttSource.params.items() if not v.required},
+              "url": broker.url, "topic": f"{node}/+/imu"}
+    src = WatchMqttSource(params, ctx)
+    await src.open()
+    rows: list[Any] = []
+    task = asyncio.create_task(src.run(rows.append))
+    counters = ctx.metrics.source_counters
+    sent = 0
+
+    async def send_until_received() -> None:
+        nonlocal sent
+        before = sum(len(c) for c in rows)
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+                        while sum(len(c) for c in rows) <= before:
+                            await pub.publish(f"{node}/w1/imu", encode_frame(np.zeros((1, 6), np.float32), sent,
+                                                                             sent * 20_000, 20_000))
+                            sent += 1
+                            await asyncio.sleep(0.05)
+                        return
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.1)
+
+    try:
+        await asyncio.sleep(1.0)
+        assert not task.done() and counters["connect_failures"] >= 2 and counters["connects"] == 0
+        broker.start()
+        await send_until_received()
+        for _ in range(5):
+            broker.stop()
+            await asyncio.sleep(0.3)
+            broker.start()
+            await send_until_received()
+    finally:
+        src.stop()
+        await asyncio.wait_for(task, 10)
+        broker.stop()
+    assert counters["connects"] == 6 and counters["connect_failures"] >= 2 + 5
+    print(f"\nwatch_mqtt: {counters['connect_failures']} connect failures, {counters['connects']} connects, "
+          f"{sum(len(c) for c in rows)} samples of {sent} sent received")

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import random
 import re
 import socket
 import struct
@@ -429,69 +431,93 @@ class WatchMqttSource(_WatchSource):
 
         if self.meta is None:
             raise SourceError("watch_mqtt: run() before open()")
-        s = MqttSettings.from_url(self.p["url"]) if self.p["url"] else self.ctx.mqtt
+        s = self.ctx.mqtt
+        if self.p["url"]:  # its own broker address; the node's TLS files and login still apply
+            own = MqttSettings.from_url(self.p["url"])
+            s = own if s is None else dataclasses.replace(s, host=own.host, port=own.port, tls=own.tls or s.tls)
         if s is None:
             raise SourceError("watch_mqtt: no broker: set url, or the node's [mqtt] url")
-        url = f"{s.host}:{s.port}"
         ing = _Ingest(self, self.table, self.meta, len(self.p["channels"]), self.p["rate_hz"])
-        period = self.p["chunk_ms"] / 1e3
-        fmt = self.p["format"]
         sweeper = asyncio.create_task(self._sweeper())
+        delay = s.reconnect_min_s
+        counters = self.ctx.metrics.source_counters
+        counters.setdefault("connects", 0)
+        counters.setdefault("connect_failures", 0)
         try:
-            async with aiomqtt.Client(**s.client_kwargs(), identifier=f"spikeline-{self.ctx.pipeline}-watch",
-                                      queue_type=self._queue_type,
-                                      max_queued_incoming_messages=self.p["max_queued"]) as client:
-                pending: list[tuple[bytes, str, float]] = []
-                level = self._level
-                limit = self.p["max_pending"]
-
-                def take(msg: Any) -> None:
-                    if len(pending) >= limit:
-                        self._discards[0] += 1  # counted with aiomqtt's own overflow
-                        return
-                    self.payloads += 1
-                    payload = msg.payload if isinstance(msg.payload, bytes) else b""
-                    pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
-
-                async def watch_connection() -> None:
-                    # Messages never reach aiomqtt's iterator (take() has them), but it ends with an MqttError
-                    # when the connection is lost.
-                    async for msg in client.messages:
-                        take(msg)
-
-                self._take = take
-                await client.subscribe(self.p["topic"], qos=self.p["qos"])
-                log.info("watch_mqtt subscribed to %s on %s:%d", self.p["topic"], s.host, s.port)
-
-                def flush() -> None:
-                    if pending:
-                        ing.add_batch(pending, fmt, frame_names=False)
-                        pending.clear()
-                    c = ing.chunk()
-                    if c is not None:
-                        put(c)
-
-                reader = asyncio.create_task(watch_connection())
+            while not self._stopping.is_set():
+                connects = counters["connects"]
                 try:
-                    while not self._stopping.is_set() and not reader.done():
-                        await asyncio.wait((reader,), timeout=period)
-                        flush()
-                        self.overflow = self._discards[0]
-                        self.ctx.metrics.dropped_queue = self.overflow
-                    if reader.done():
-                        reader.result()  # the connection failed: raise it
-                    flush()  # stopping: what came in since the last chunk
-                    self.overflow = self._discards[0]
-                    self.ctx.metrics.dropped_queue = self.overflow
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
-        except aiomqtt.MqttError as e:
-            raise SourceError(f"watch_mqtt: broker {url}: {e}") from e
+                    await self._session(aiomqtt, s, ing, put)
+                    return  # stopped
+                except (aiomqtt.MqttError, OSError) as e:
+                    # unreachable, TLS, login refused, connection lost: explained, retried with capped
+                    # exponential backoff and full jitter until the pipeline stops (the daemon goes on)
+                    if counters["connects"] > connects:  # it was connected: start the backoff again
+                        delay = s.reconnect_min_s
+                    counters["connect_failures"] += 1
+                    wait = random.uniform(0.0, delay)
+                    log.warning("watch_mqtt: broker %s: %s; retrying in %.2f s", s.url, e, wait)
+                    delay = min(delay * 2, s.reconnect_max_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=wait)
         finally:
             self._take = None
             self._stopping.set()
             await sweeper
             self._publish_counters()
+
+    async def _session(self, aiomqtt: Any, s: Any, ing: _Ingest, put: Callable[[SampleChunk], None]) -> None:
+        """One connection: subscribe, take messages into the batch, hand a chunk over every chunk_ms. Returns when
+        the source stops; raises MqttError when the connection fails or is lost."""
+        period = self.p["chunk_ms"] / 1e3
+        fmt = self.p["format"]
+        async with aiomqtt.Client(**s.client_kwargs(), identifier=f"spikeline-{self.ctx.pipeline}-watch",
+                                  queue_type=self._queue_type,
+                                  max_queued_incoming_messages=self.p["max_queued"]) as client:
+            self.ctx.metrics.source_counters["connects"] += 1
+            pending: list[tuple[bytes, str, float]] = []
+            level = self._level
+            limit = self.p["max_pending"]
+
+            def take(msg: Any) -> None:
+                if len(pending) >= limit:
+                    self._discards[0] += 1  # counted with aiomqtt's own overflow
+                    return
+                self.payloads += 1
+                payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                pending.append((payload, msg.topic.value.split("/")[level], time.monotonic()))
+
+            async def watch_connection() -> None:
+                # Messages never reach aiomqtt's iterator (take() has them), but it ends with an MqttError
+                # when the connection is lost.
+                async for msg in client.messages:
+                    take(msg)
+
+            self._take = take
+            await client.subscribe(self.p["topic"], qos=self.p["qos"])
+            log.info("watch_mqtt subscribed to %s on %s", self.p["topic"], s.url)
+
+            def flush() -> None:
+                if pending:
+                    ing.add_batch(pending, fmt, frame_names=False)
+                    pending.clear()
+                c = ing.chunk()
+                if c is not None:
+                    put(c)
+                self.overflow = self._discards[0]
+                self.ctx.metrics.dropped_queue = self.overflow
+
+            reader = asyncio.create_task(watch_connection())
+            try:
+                while not self._stopping.is_set() and not reader.done():
+                    await asyncio.wait((reader,), timeout=period)
+                    flush()
+                flush()  # what came in since the last chunk (stopping, or the connection ended)
+                if reader.done():
+                    reader.result()  # the connection failed: raise it
+            finally:
+                self._take = None
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
