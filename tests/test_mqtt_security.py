@@ -44,7 +44,6 @@ import pytest
 
 from conftest import ROOT, mosquitto_binary, need
 from spikeline.broker import free_port, wait_port
-from spikeline.chunk import SampleChunk, StreamMeta
 from spikeline.config import parse
 from spikeline.daemon import Daemon
 from spikeline.metrics import PipelineMetrics
@@ -52,12 +51,12 @@ from spikeline.mqtt import MQTT_PARAMS, MqttPublisher, MqttSettings
 from spikeline.params import ConfigError
 from spikeline.pipeline import State
 from spikeline.watch.frames import encode_json
+from test_mqtt_publisher import chunk, collect
 
 pytestmark = [pytest.mark.broker]
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
-META = StreamMeta("s", "EEG", ("a",), 100.0)
 
 
 def report(msg: str) -> None:
@@ -205,22 +204,6 @@ class Broker:
             p.wait()
             if p.stderr:
                 p.stderr.close()
-
-
-def chunk(seq: int, n: int) -> SampleChunk:
-    t = np.arange(seq, seq + n, dtype=np.float64)
-    return SampleChunk(np.arange(seq, seq + n, dtype=np.float32)[:, None].copy(), t, t.copy(), seq, META)
-
-
-async def collect(client: aiomqtt.Client, n: int, timeout: float) -> list[Any]:
-    """`n` messages (TimeoutError if they do not come within `timeout`)."""
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for msg in client.messages:
-            got.append(msg)
-            if len(got) == n:
-                break
-    return got
 
 
 async def collect_for(client: aiomqtt.Client, seconds: float) -> list[Any]:
