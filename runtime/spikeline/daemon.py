@@ -42,6 +42,29 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped or every pipeline has ended. 0 when no pipeline failed, else 1."""
         self._stop = asyncio.Event()
+        prom = None
+        if self.cfg.prometheus_port:
+            from . import prometheus
+
+            try:
+                prom = await prometheus.serve(self.cfg.prometheus_host, self.cfg.prometheus_port, self.prometheus_text)
+            except OSError as e:  # the port is taken: the pipelines still run, the reason is logged
+                log.error("Prometheus metrics: cannot listen on %s:%d: %s", self.cfg.prometheus_host,
+                          self.cfg.prometheus_port, e)
+        try:
+            return await self._run()
+        finally:
+            if prom is not None:
+                prom.close()
+                await prom.wait_closed()
+
+    def prometheus_text(self) -> str:
+        from .prometheus import exposition
+
+        return exposition(self.cfg.node, self.pipelines, self.publisher)
+
+    async def _run(self) -> int:
+        assert self._stop is not None
         async with asyncio.TaskGroup() as tg:
             pub_task = tg.create_task(self.publisher.run(), name="mqtt") if self.publisher else None
             tasks = [tg.create_task(p.run(), name=f"pipeline-{p.name}") for p in self.pipelines]
