@@ -157,6 +157,26 @@ class MqttSettings:
                             timeout=self.connect_timeout_s)
 
 
+class Backoff:
+    """Capped exponential backoff with full jitter between reconnect attempts (spreads a fleet's reconnects after
+    a broker restart): waits drawn from [0, delay), delay doubling from reconnect_min_s up to reconnect_max_s."""
+
+    def __init__(self, s: MqttSettings, rng: random.Random | None = None) -> None:
+        self.min_s, self.max_s = s.reconnect_min_s, s.reconnect_max_s
+        self.rng = rng or random.Random()
+        self.delay = self.min_s
+
+    def reset(self) -> None:
+        """Connected: the next failure starts from reconnect_min_s again."""
+        self.delay = self.min_s
+
+    def next(self) -> float:
+        """How long to wait before the next attempt."""
+        wait = self.rng.uniform(0, self.delay)
+        self.delay = min(self.delay * 2, self.max_s)
+        return wait
+
+
 class _ClosingSSLSocket(ssl.SSLSocket):
     """paho leaves the socket open when the TLS handshake fails (an open fd and a ResourceWarning until the
     collector finds it, on every retry): closed here instead."""
@@ -453,7 +473,7 @@ class MqttPublisher:
         v5, v311 = aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311
         want = v311 if self.s.protocol == "3.1.1" else v5
         settled = self.s.protocol != "auto"
-        delay = self.s.reconnect_min_s
+        backoff = Backoff(self.s, self.rng)
         while not self._stopping:
             up = False
             try:
@@ -466,7 +486,7 @@ class MqttPublisher:
                     self._connected.set()
                     log.info("connected to %s (MQTT %s%s)", self.s.url, self.stats.protocol,
                              f", user {self.s.username}" if self.s.username else "")
-                    delay = self.s.reconnect_min_s
+                    backoff.reset()
                     await self._publish(client, self.status_topic, b"online", qos=1, retain=True)
                     for topic, payload in self._retained.items():
                         await self._publish(client, topic, payload, qos=1, retain=True)
@@ -491,15 +511,13 @@ class MqttPublisher:
                             continue  # the fallback right away; back off only once both failed
                     else:
                         log.warning("mqtt connect failed: %s (failure %d; next attempt within %.2f s)", why,
-                                    self.stats.connect_failures, delay)
+                                    self.stats.connect_failures, backoff.delay)
             finally:
                 self._connected.clear()
                 self.stats.connected = False
             if self._stopping:
                 return
-            # Full jitter: spreads a fleet's reconnects after a broker restart.
-            await asyncio.sleep(self.rng.uniform(0, delay))
-            delay = min(delay * 2, self.s.reconnect_max_s)
+            await asyncio.sleep(backoff.next())
 
     def _connection_lost(self) -> None:
         self._lost = True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,10 @@ from ..params import Component
 from ..queue import SampleQueue
 
 SOURCES: dict[str, type[Source]] = {}
+
+
+# Linux: ask the kernel how many datagrams it dropped on a socket (receive buffer full), in each recvmsg
+SO_RXQ_OVFL: int | None = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
 
 
 class SourceError(Exception):

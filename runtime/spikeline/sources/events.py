@@ -26,7 +26,6 @@ import glob
 import logging
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from ..events import formats as _formats
 from ..events.rate import EventGate
 from ..events.udp import AEStreamDecoder
 from ..params import Param
-from .base import Source, SourceError, sleep_until
+from .base import SO_RXQ_OVFL, Source, SourceError, sleep_until
 
 log = logging.getLogger("spikeline.events")
 
@@ -253,7 +252,6 @@ class EventFileSource(Source):
 # ------------------------------------------------------------------------------------------------ UDP
 
 _NO_EVENTS = np.zeros(0, dtype=EVENT_DTYPE)
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
 
 
 class EventUdpSource(Source):
@@ -294,9 +292,9 @@ class EventUdpSource(Source):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, p["rcvbuf_kb"] * 1024)
-            if _SO_RXQ_OVFL is not None:
+            if SO_RXQ_OVFL is not None:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
             sock.bind((p["host"], p["port"]))
             sock.settimeout(0.05)
         except OSError as e:
@@ -353,7 +351,7 @@ class EventUdpSource(Source):
         assert self._sock is not None and self.meta is not None
         sock = self._sock
         dec = AEStreamDecoder(self.meta.sensor)
-        cmsg_space = socket.CMSG_SPACE(4) if _SO_RXQ_OVFL is not None else 0
+        cmsg_space = socket.CMSG_SPACE(4) if SO_RXQ_OVFL is not None else 0
         batch: list[Events] = []
         batch_start = 0.0
         period = self.p["chunk_ms"] / 1e3
@@ -383,7 +381,7 @@ class EventUdpSource(Source):
                 last_packet = now
                 self.packets += 1
                 for level, kind, payload in anc:
-                    if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                    if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(payload) >= 4:
                         self.socket_drops = struct.unpack("=I", payload[:4])[0]
                 ev = dec.decode(data, int(now * 1e6))
                 self.rejected = dec.rejected_events

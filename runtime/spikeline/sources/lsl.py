@@ -107,8 +107,8 @@ class LslSource(Source):
         info = await asyncio.to_thread(self._resolve)
         if info.channel_format() == self._pylsl.cf_string:
             raise SourceError(f"LSL stream {info.name()!r} carries strings (markers), not numeric samples")
-        self._inlet = self._pylsl.StreamInlet(
-            info, max_buflen=max(1, math.ceil(2 * self.ctx.queue_s)), recover=True, as_numpy=True)
+        self._buflen_s = max(1, math.ceil(2 * self.ctx.queue_s))  # what liblsl may hold for us
+        self._inlet = self._pylsl.StreamInlet(info, max_buflen=self._buflen_s, recover=True, as_numpy=True)
         full = await asyncio.to_thread(self._inlet.info, 5.0)
         self._info = full
         self._meta = _meta_from_info(full)
@@ -164,7 +164,6 @@ class LslSource(Source):
         counters.setdefault("outage_samples", 0)  # samples missing across outages (in source_gaps too)
         counters.setdefault("bad_timestamps", 0)  # samples whose time was impossible: re-stamped on arrival
         counters.setdefault("time_reversals", 0)  # times a sample's timestamp went backwards
-        buflen_s = max(1, math.ceil(2 * self.ctx.queue_s))  # what liblsl may hold (max_buflen, see open())
         while not self._stop.is_set():
             now = time.monotonic()
             if not self._same_host and now >= next_correction:
@@ -198,7 +197,7 @@ class LslSource(Source):
             # than any backlog (a minute, or ten times what liblsl may buffer), in the future, or not numbers. Those
             # samples are re-stamped from their arrival (one nominal period apart) and counted, so the session goes
             # on; an ordinary backlog is the stale guard's; a small step backwards is counted.
-            bad = ~np.isfinite(t) | (t < t_recv - max(60.0, 10.0 * buflen_s)) | (t > t_recv + 0.5)
+            bad = ~np.isfinite(t) | (t < t_recv - max(60.0, 10.0 * self._buflen_s)) | (t > t_recv + 0.5)
             if bad.any():
                 k = int(np.count_nonzero(bad))
                 if counters["bad_timestamps"] == 0 or k == n:
@@ -207,9 +206,9 @@ class LslSource(Source):
                 counters["bad_timestamps"] += k
                 arrival = t_recv - (n - 1 - np.arange(n)) / rate if rate > 0 else np.full(n, t_recv)
                 t = np.where(bad, arrival, t)
-            steps_back = np.diff(t, prepend=t[0] if last_t is None else last_t) < 0
-            if steps_back.any():
-                counters["time_reversals"] += int(np.count_nonzero(steps_back))
+            dt = np.diff(t, prepend=t[0] if last_t is None else last_t)  # time since each previous sample
+            if (dt < 0).any():
+                counters["time_reversals"] += int(np.count_nonzero(dt < 0))
             if outage:
                 outage = False
                 lost = 0
@@ -222,7 +221,7 @@ class LslSource(Source):
             last_data = t_recv
             if rate > 0:
                 # Upstream losses (liblsl's own buffer overflowing, an outage) show as timestamp gaps.
-                steps = np.diff(t, prepend=t[0] if last_t is None else last_t) * rate
+                steps = dt * rate
                 m.source_gaps += int(np.sum(np.maximum(np.rint(steps[steps > 1.5]) - 1, 0)))
             last_t = float(t[-1])
             # Stale-data guard: a backlog older than `stale_s` is skipped to the newest sample. When all of

@@ -8,8 +8,9 @@ are mapped to this host's clock (online offset and drift), and after `idle_timeo
 retired (its state freed, the event logged and counted) and re-admitted when it returns.
 
 Both read on the event loop itself (UDP: a non-blocking socket drained when readable, each datagram stamped
-with the kernel's receive time; MQTT: one task owning aiomqtt's message iterator) and hand what arrived to
-the stages every `chunk_ms`; SLW1 payloads are decoded and admitted a batch at a time.
+with the kernel's receive time; MQTT: each message taken from paho's callback straight into the batch, the
+connection retried with backoff) and hand what arrived to the stages every `chunk_ms`; SLW1 payloads are
+decoded and admitted a batch at a time.
 
 Every chunk handed to the pipeline holds the rows of many devices (`SampleChunk.streams` = slots,
 `row_seq` = each row's index on its device), in arrival order and in each device's sample order; stages that
@@ -25,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import re
 import socket
 import struct
@@ -40,13 +40,11 @@ import numpy.typing as npt
 from ..chunk import SampleChunk, StreamMeta
 from ..gateway import Device, DeviceTable
 from ..params import Param
-from .base import Source, SourceError
+from .base import SO_RXQ_OVFL, Source, SourceError
 
 log = logging.getLogger("spikeline.watch")
 
-_LINUX = sys.platform.startswith("linux")
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX else None)  # kernel receive time per datagram
-_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if _LINUX else None)  # datagrams the OS dropped, cumulative
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)  # receive time
 
 _NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 IMU_CHANNELS = ["ax", "ay", "az", "wx", "wy", "wz"]
@@ -291,7 +289,7 @@ class WatchUdpSource(_WatchSource):
             sock.close()
             raise SourceError(f"pipeline {self.ctx.pipeline}: watch_udp cannot listen on {p['host']}:{p['port']}: "
                               f"{e}") from e
-        for opt in (_SO_TIMESTAMPNS, _SO_RXQ_OVFL):
+        for opt in (_SO_TIMESTAMPNS, SO_RXQ_OVFL):
             if opt is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, opt, 1)
@@ -325,9 +323,7 @@ class WatchUdpSource(_WatchSource):
             for _ in range(4096):  # bounded: a flood cannot hold the loop; the rest is read on the next turn
                 try:
                     data, anc, _flags, addr = sock.recvmsg(65536, cmsg)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:  # closed while stopping
+                except OSError:  # nothing more to read now (BlockingIOError), or closed while stopping
                     return
                 arrival = now
                 for level, kind, payload in anc:
@@ -338,7 +334,7 @@ class WatchUdpSource(_WatchSource):
                         t = sec + nsec * 1e-9 + mono_minus_wall
                         if now - 1.0 < t <= now:  # a wall-clock step: keep the read time
                             arrival = t
-                    elif kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                    elif kind == SO_RXQ_OVFL and len(payload) >= 4:
                         self.socket_drops = int.from_bytes(payload[:4], sys.byteorder)
                 if len(pending) >= limit:
                     self._count_overflow(1)
@@ -427,7 +423,7 @@ class WatchMqttSource(_WatchSource):
     async def run(self, put: Callable[[SampleChunk], None]) -> None:
         import aiomqtt
 
-        from ..mqtt import MqttSettings
+        from ..mqtt import Backoff, MqttSettings
 
         if self.meta is None:
             raise SourceError("watch_mqtt: run() before open()")
@@ -439,7 +435,7 @@ class WatchMqttSource(_WatchSource):
             raise SourceError("watch_mqtt: no broker: set url, or the node's [mqtt] url")
         ing = _Ingest(self, self.table, self.meta, len(self.p["channels"]), self.p["rate_hz"])
         sweeper = asyncio.create_task(self._sweeper())
-        delay = s.reconnect_min_s
+        backoff = Backoff(s)
         counters = self.ctx.metrics.source_counters
         counters.setdefault("connects", 0)
         counters.setdefault("connect_failures", 0)
@@ -453,11 +449,10 @@ class WatchMqttSource(_WatchSource):
                     # unreachable, TLS, login refused, connection lost: explained, retried with capped
                     # exponential backoff and full jitter until the pipeline stops (the daemon goes on)
                     if counters["connects"] > connects:  # it was connected: start the backoff again
-                        delay = s.reconnect_min_s
+                        backoff.reset()
                     counters["connect_failures"] += 1
-                    wait = random.uniform(0.0, delay)
+                    wait = backoff.next()
                     log.warning("watch_mqtt: broker %s: %s; retrying in %.2f s", s.url, e, wait)
-                    delay = min(delay * 2, s.reconnect_max_s)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=wait)
         finally:
