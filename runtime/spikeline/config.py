@@ -40,6 +40,8 @@ NODE_PARAMS = {
     "drain_s": Param("number", 3.0, min=0, help="how long SIGTERM may take to flush results"),
     "prometheus_port": Param("int", 0, min=0, max=65535, help="serve Prometheus metrics on this port (0: off)"),
     "prometheus_host": Param("str", "127.0.0.1", help="address for the Prometheus port (loopback by default)"),
+    "web_port": Param("int", 0, min=0, max=65535, help="serve the live operator page on this port (0: off)"),
+    "web_host": Param("str", "127.0.0.1", help="address for the operator page (loopback by default)"),
 }
 LSL_PARAMS = {"config": Param("str", "loopback",
                               help='"loopback" (this host only), "system" (liblsl default: LAN), or a file')}
@@ -121,6 +123,8 @@ class Config:
     origin: str = "<memory>"
     prometheus_port: int = 0
     prometheus_host: str = "127.0.0.1"
+    web_port: int = 0
+    web_host: str = "127.0.0.1"
 
 
 def _component(table: object, registry: dict[str, Any], what: str, path: str,
@@ -232,7 +236,8 @@ def parse(doc: dict[str, Any], origin: str = "<memory>") -> Config:
         raise ConfigError(problems)
     return Config(node=node["name"] or default_node_name(), metrics_interval_s=node["metrics_interval_s"],
                   drain_s=node["drain_s"], lsl_config=lsl["config"], mqtt=mqtt, pipelines=pipelines,
-                  origin=origin, prometheus_port=node["prometheus_port"], prometheus_host=node["prometheus_host"])
+                  origin=origin, prometheus_port=node["prometheus_port"], prometheus_host=node["prometheus_host"],
+                  web_port=node["web_port"], web_host=node["web_host"])
 
 
 def load(path: str | os.PathLike[str]) -> Config:

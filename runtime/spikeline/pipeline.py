@@ -27,6 +27,8 @@ from .stages import STAGES, Stage, StageError
 
 log = logging.getLogger("spikeline.pipeline")
 
+RECENT_CHUNKS = 16  # result chunks kept for the operator page
+
 
 class State(Enum):
     CREATED = "created"
@@ -69,6 +71,8 @@ class Pipeline:
         self.queue: SampleQueue | None = None
         self._stopping = False
         self._cost_s = 0.0  # smoothed wall time of computing one chunk (policy drop_oldest/degrade)
+        # the last result chunks handed to the sinks (references, no copy): the operator page's recent decisions
+        self.recent: deque[SampleChunk] = deque(maxlen=RECENT_CHUNKS)
 
     async def open(self) -> None:
         """Connect the source and start every stage on the stream it will really get."""
@@ -349,6 +353,7 @@ class Pipeline:
             out.budget_s = self.cfg.budget_s
             if len(self.tiers) > 1:
                 out.tier = self.tier
+        self.recent.append(out)  # type: ignore[arg-type]  # open() checked that the last stage gives samples
         for sink in self.sinks:
             sink.submit(out)  # type: ignore[arg-type]  # open() checked that the last stage gives samples
 
