@@ -12,7 +12,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import lslcfg
@@ -42,21 +42,32 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped or every pipeline has ended. 0 when no pipeline failed, else 1."""
         self._stop = asyncio.Event()
-        prom = None
+        servers: list[asyncio.Server] = []
         if self.cfg.prometheus_port:
             from . import prometheus
 
-            try:
-                prom = await prometheus.serve(self.cfg.prometheus_host, self.cfg.prometheus_port, self.prometheus_text)
-            except OSError as e:  # the port is taken: the pipelines still run, the reason is logged
-                log.error("Prometheus metrics: cannot listen on %s:%d: %s", self.cfg.prometheus_host,
-                          self.cfg.prometheus_port, e)
+            await self._listen(servers, "Prometheus metrics", self.cfg.prometheus_host, self.cfg.prometheus_port,
+                               prometheus.serve(self.cfg.prometheus_host, self.cfg.prometheus_port,
+                                                self.prometheus_text))
+        if self.cfg.web_port:
+            from . import web
+
+            await self._listen(servers, "operator page", self.cfg.web_host, self.cfg.web_port,
+                               web.serve(self.cfg.web_host, self.cfg.web_port, self))
         try:
             return await self._run()
         finally:
-            if prom is not None:
-                prom.close()
-                await prom.wait_closed()
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+
+    @staticmethod
+    async def _listen(servers: list[asyncio.Server], what: str, host: str, port: int,
+                      start: Coroutine[Any, Any, asyncio.Server]) -> None:
+        try:
+            servers.append(await start)
+        except OSError as e:  # the port is taken: the pipelines still run, the reason is logged
+            log.error("%s: cannot listen on %s:%d: %s", what, host, port, e)
 
     def prometheus_text(self) -> str:
         from .prometheus import exposition
