@@ -222,7 +222,7 @@ async def _gateway_pipeline(port: int, warmup: float, duration: float, max_devic
                 if p.state == State.FAILED:
                     raise RuntimeError(p.error)
                 await asyncio.sleep(0.01)
-        gc.freeze()  # as the daemon does once its pipelines are up (Daemon._freeze_when_up)
+        gc.freeze()  # as the daemon does once its pipelines are up (Daemon._when_up)
         print(json.dumps({"ready": True}), flush=True)
         async with asyncio.timeout(60):  # the simulator starts: wait for its first samples
             while m.samples_in == 0:  # noqa: ASYNC110 (a counter the pipeline owns: nothing to await)

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from . import __version__
+from . import __version__, logs
 from .params import ConfigError
 
 
@@ -18,14 +18,10 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"SPIKELINE_{name}", default)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-
-
 async def serve(run: Callable[[], Awaitable[int]], request_stop: Callable[[], None],
-                duration: float | None = None) -> int:
-    """Run with signal handling: the first SIGINT/SIGTERM drains, a second one forces."""
+                duration: float | None = None, reload: Callable[[], None] | None = None) -> int:
+    """Run with signal handling: the first SIGINT/SIGTERM drains, a second one forces; SIGHUP calls `reload`
+    (when given)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     hits = 0
@@ -41,6 +37,8 @@ async def serve(run: Callable[[], Awaitable[int]], request_stop: Callable[[], No
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     timer = loop.call_later(duration, request_stop) if duration else None
     try:
         return await run()
@@ -49,7 +47,7 @@ async def serve(run: Callable[[], Awaitable[int]], request_stop: Callable[[], No
     finally:
         if timer is not None:
             timer.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -82,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{args.config}: {p}", file=sys.stderr)
         return 2
     daemon = Daemon(cfg)
-    return asyncio.run(serve(daemon.run, daemon.request_stop, args.duration))
+    return asyncio.run(serve(daemon.run, daemon.request_stop, args.duration, reload=daemon.request_reload))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -135,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"spikeline {__version__}")
     ap.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                     choices=["debug", "info", "warning", "error"], help="[env SPIKELINE_LOG_LEVEL]")
+    ap.add_argument("--log-format", default=_env("LOG_FORMAT", "auto"), choices=logs.FORMATS,
+                    help="text, json (one object per line), journal (syslog priority prefixes), or auto: journal "
+                         "under systemd, else text [env SPIKELINE_LOG_FORMAT]")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("run", help="run the pipelines of a config file until SIGINT/SIGTERM")
+    p = sub.add_parser("run", help="run the pipelines of a config file until SIGINT/SIGTERM (SIGHUP reloads it)")
     p.add_argument("config", nargs="?", default=_env("CONFIG"), help="[env SPIKELINE_CONFIG]")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_run)
@@ -189,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    try:
+        logs.setup(args.log_level, args.log_format)
+    except ValueError as e:  # SPIKELINE_LOG_FORMAT with a value argparse did not see
+        print(f"spikeline: {e}", file=sys.stderr)
+        return 2
     if getattr(args, "config", "") is None:
         print("spikeline: a config file is required (argument or SPIKELINE_CONFIG)", file=sys.stderr)
         return 2
