@@ -71,6 +71,10 @@ MQTT_PARAMS: dict[str, Param] = {
                                      "(mqtts:// without it: the system's CAs)"),
     "cert_file": Param("str", "", help="client certificate, PEM, for a broker that requires one; implies TLS"),
     "key_file": Param("str", "", help="the client certificate's private key, PEM (default: in cert_file)"),
+    "homeassistant": Param("bool", False, help="publish Home Assistant MQTT discovery: result topics appear as "
+                                               "sensors (retained, under homeassistant_prefix)"),
+    "homeassistant_prefix": Param("str", "homeassistant", check=lambda v: None if v and "+" not in v and "#" not in v
+                                  else f'expected a topic prefix without wildcards, got "{v}"'),
 }
 
 
@@ -103,6 +107,8 @@ class MqttSettings:
     ca_file: str = ""  # any of these implies TLS
     cert_file: str = ""
     key_file: str = ""
+    homeassistant: bool = False
+    homeassistant_prefix: str = "homeassistant"
     _tls_context: ssl.SSLContext | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

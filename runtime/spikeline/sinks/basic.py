@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import IO, Any
 import numpy as np
 
 from ..chunk import SampleChunk, StreamMeta
+from ..homeassistant import discovery_messages
 from ..mqtt import expiry_from_budget
 from ..params import Param
 from ..result import RESULT_SCHEMA, encode_result
 from .base import Sink, SinkContext
+
+log = logging.getLogger("spikeline.sinks")
 
 
 class MqttSink(Sink):
@@ -33,6 +37,7 @@ class MqttSink(Sink):
         self.topic = f"{ctx.topic_base}/result"
         self.device_topic = f"{ctx.topic_base}/{{device}}/result"
         self.expiry = expiry_from_budget(ctx.budget_s) if p["expiry_s"] < 0 else p["expiry_s"]
+        self._announce = False
 
     def start(self, meta: StreamMeta) -> None:
         info = {"node": self.ctx.node, "pipeline": self.ctx.pipeline, "stream": meta.name,
@@ -41,8 +46,21 @@ class MqttSink(Sink):
                 "result_topic": self.topic if meta.devices is None else self.device_topic.replace("{device}", "+"),
                 "schema": RESULT_SCHEMA}
         self.pub.publish_control(f"{self.ctx.topic_base}/info", json.dumps(info).encode(), qos=1, retain=True)
+        self._announce = self.pub.s.homeassistant and meta.devices is None  # with the first result
+        if self.pub.s.homeassistant and meta.devices is not None:
+            log.info("pipeline %s: Home Assistant discovery is not offered for gateway pipelines", self.ctx.pipeline)
+
+    def _discovery(self, chunk: SampleChunk) -> None:
+        """Home Assistant discovery, once the first result shows whether the stream carries decisions."""
+        self._announce = False
+        for topic, payload in discovery_messages(self.pub.s.homeassistant_prefix, self.ctx.node, self.ctx.pipeline,
+                                                 chunk.meta, chunk.label is not None, self.topic,
+                                                 f"{self.ctx.topic_base}/metrics", self.pub.status_topic):
+            self.pub.publish_control(topic, payload, qos=1, retain=True)
 
     def submit(self, chunk: SampleChunk) -> None:
+        if self._announce:
+            self._discovery(chunk)
         if chunk.streams is not None:  # gateway mode: spikeline/<node>/<pipeline>/<device>/result
             table = chunk.meta.devices
             self.pub.submit(self.device_topic, chunk, self.head, self.ctx.metrics if self.primary else None,
