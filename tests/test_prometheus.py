@@ -28,6 +28,18 @@ async def _get(port: int, path: str) -> tuple[str, str]:
     return head, body
 
 
+def _samples(body: str) -> dict[str, float]:
+    """name{labels} -> value of every sample line (each line must be well formed)."""
+    samples: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("#"):
+            continue
+        m = LINE.match(line)
+        assert m, line
+        samples[f"{m.group(1)}{{{m.group(2)}}}"] = float(m.group(3))
+    return samples
+
+
 async def test_metrics_endpoint(data_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
@@ -50,18 +62,8 @@ async def test_metrics_endpoint(data_dir: Path, tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
     assert head.startswith("HTTP/1.1 200") and "text/plain; version=0.0.4" in head
     assert missing.startswith("HTTP/1.1 404")
-    samples: dict[str, float] = {}
-    types: dict[str, str] = {}
-    for line in body.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            types[name] = kind
-            continue
-        if line.startswith("#"):
-            continue
-        m = LINE.match(line)
-        assert m, line
-        samples[f"{m.group(1)}{{{m.group(2)}}}"] = float(m.group(3))
+    samples = _samples(body)
+    types = dict(line.split()[2:4] for line in body.splitlines() if line.startswith("# TYPE "))
     lab = 'node="promnode",pipeline="har"'
     assert samples[f"spikeline_samples_in_total{{{lab}}}"] > 0
     results = samples[f"spikeline_results_total{{{lab}}}"]
@@ -90,3 +92,32 @@ async def test_port_in_use_is_logged_and_the_pipelines_still_run(data_dir: Path,
     finally:
         blocker.close()
     assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+
+
+async def test_the_numbers_equal_the_mqtt_metrics_report(data_dir: Path, tmp_path: Path) -> None:
+    """Once a pipeline has ended, GET /metrics and the last metrics report (what the MQTT metrics topic
+    carries) give the same counters, stage work counters (sparsity) and result count."""
+    spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
+    cfg = parse({"node": {"name": "same"},
+                 "pipeline": [{"name": "har", "budget_ms": 50, "policy": "mark_late",
+                               "source": {"type": "replay", "file": spar, "speed": 0, "series": "0:2"},
+                               "stages": [{"type": "l2mu", "model": "har-spar-l2mu", "readout": "window",
+                                           "window_s": 2, "every": 5}],
+                               "sinks": [{"type": "jsonl", "path": str(tmp_path / "r.jsonl")}]}]})
+    d = Daemon(cfg)
+    assert await asyncio.wait_for(d.run(), 60) == 0
+    samples = _samples(d.prometheus_text())
+    report = d.last_reports[0]
+    lab = 'node="same",pipeline="har"'
+    compared = 0
+    for key, value in report["counters"].items():
+        name = f"spikeline_{key}_total{{{lab}}}"
+        if name in samples:
+            assert samples[name] == value, key
+            compared += 1
+    assert compared >= 12 and report["counters"]["results"] > 100
+    stage = report["stage_counters"]["l2mu"]
+    assert stage and all(samples[f'spikeline_stage_counter{{{lab},stage="l2mu",counter="{k}"}}'] == v
+                         for k, v in stage.items())
+    assert samples[f"spikeline_runtime_latency_seconds_count{{{lab}}}"] == report["counters"]["results"]
+    assert samples['spikeline_reloads_total{node="same",result="applied"}'] == 0

@@ -100,7 +100,8 @@ class Daemon:
     def prometheus_text(self) -> str:
         from .prometheus import exposition
 
-        return exposition(self.cfg.node, self.pipelines, self.publisher)
+        return exposition(self.cfg.node, self.pipelines, self.publisher,
+                          {"applied": self.reloads, "rejected": self.reloads_rejected})
 
     async def _run(self) -> int:
         assert self._stop is not None

@@ -66,8 +66,9 @@ def _histogram(out: list[str], name: str, labels: str, h: LatencyHistogram) -> N
     out.append(f"{name}_count{{{labels}}} {h.count}")
 
 
-def exposition(node: str, pipelines: list[Any], publisher: Any | None) -> str:
-    """The text for GET /metrics."""
+def exposition(node: str, pipelines: list[Any], publisher: Any | None,
+               reloads: dict[str, int] | None = None) -> str:
+    """The text for GET /metrics; `reloads`: {"applied": n, "rejected": m} (SIGHUP reloads)."""
     out: list[str] = []
     base = f'node="{_esc(node)}"'
     for attr, text in COUNTERS.items():
@@ -94,6 +95,19 @@ def exposition(node: str, pipelines: list[Any], publisher: Any | None) -> str:
     for p in pipelines:
         for stage, h in p.metrics.stages.items():
             _histogram(out, name, f'{base},pipeline="{_esc(p.name)}",stage="{_esc(stage)}"', h)
+    name = "spikeline_stage_counter"
+    out += [f"# HELP {name} each stage's work counters, as in stage_counters on the MQTT metrics topic (spikes, "
+            "activity; delta layers' x_sent/h_sent/macs and their _fraction of a dense pass: the sparsity)",
+            f"# TYPE {name} gauge"]
+    for p in pipelines:
+        for stage, counters in p.stage_counters().items():
+            for key, value in counters.items():
+                out.append(f'{name}{{{base},pipeline="{_esc(p.name)}",stage="{_esc(stage)}",counter="{_esc(key)}"}} '
+                           f"{_num(float(value))}")
+    if reloads is not None:
+        name = "spikeline_reloads_total"
+        out += [f"# HELP {name} configuration reloads (SIGHUP), applied or rejected", f"# TYPE {name} counter"]
+        out += [f'{name}{{{base},result="{k}"}} {int(v)}' for k, v in reloads.items()]
     if publisher is not None:
         s = publisher.stats
         for attr, kind, text in (("published", "counter", "results published"),
