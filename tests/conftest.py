@@ -43,9 +43,10 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
-    """A real mosquitto on 127.0.0.1, TCP_NODELAY on, persistence off. Can be killed and restarted."""
+    """A real mosquitto on 127.0.0.1, TCP_NODELAY on, persistence off. Can be killed and restarted.
+    `extra`: configuration lines appended (e.g. a bridge section)."""
 
-    def __init__(self, workdir: Path, persistence: bool = False) -> None:
+    def __init__(self, workdir: Path, persistence: bool = False, extra: list[str] | None = None) -> None:
         binary = mosquitto_binary()
         assert binary is not None
         self.binary = binary
@@ -61,6 +62,7 @@ class Mosquitto:
             f"log_dest file {self.log}",
             # started as root, mosquitto would switch to user "mosquitto", who cannot write in tmp_path
             *(["user root"] if os.geteuid() == 0 else []),
+            *(extra or []),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,8 +106,8 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[type[Mosquitto]]:
     need(mosquitto_binary() is not None, "mosquitto is not installed (tools/test.sh installs it)")
     made: list[Mosquitto] = []
 
-    def make(persistence: bool = False) -> Mosquitto:
-        m = Mosquitto(tmp_path, persistence)
+    def make(persistence: bool = False, extra: list[str] | None = None) -> Mosquitto:
+        m = Mosquitto(tmp_path, persistence, extra)
         made.append(m)
         return m
 
