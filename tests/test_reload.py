@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notify import NotifyListener
 
+from notify import NotifyListener
 from spikeline.config import parse
 from spikeline.daemon import Daemon
 

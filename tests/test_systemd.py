@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import os
@@ -14,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from notify import NotifyListener
 
+from notify import NotifyListener
 from spikeline import logs
 from spikeline.config import parse
 from spikeline.daemon import Daemon
@@ -105,7 +106,7 @@ async def test_ready_after_every_pipeline_is_up_watchdog_stops_while_the_loop_st
         maker.join()
         for o in outlet:
             o.close()
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
         lis.close()
     t_ready = lis.times("READY")[0]
     assert created and t_ready > created[0], "READY=1 before the LSL pipeline could open"
@@ -117,7 +118,7 @@ async def test_ready_after_every_pipeline_is_up_watchdog_stops_while_the_loop_st
     assert len(before) >= 0.5 * (stall[0] - t0 - 0.2) / 0.1, f"{len(before)} pings in {stall[0] - t0:.1f} s"
     during = [t for t in pings if stall[0] + 0.05 < t < stall[1]]
     assert during == [], "pings while the loop was blocked"
-    gap = max(b - a for a, b in zip(pings, pings[1:], strict=False))
+    gap = max(b - a for a, b in itertools.pairwise(pings))
     assert gap >= 0.55, f"largest gap between pings {gap:.2f} s: the stall did not show"
     assert [t for t in pings if t > stall[1]], "pings did not resume after the stall"
     stopping = lis.times("STOPPING")

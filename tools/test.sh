@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs and run all of it:
-#   .venv with spikeline[dev] (Cython kernels compiled), lint (ruff, mypy, cython-lint), mosquitto from the distribution's packages,
+#   .venv with spikeline[dev] (Cython kernels compiled), lint (ruff, mypy, cython-lint), mosquitto, chromium and systemd-analyze
+#   from the distribution's packages,
 #   then the whole suite with the compiled kernels, then the kernel tests again with SPIKELINE_NO_EXT=1
 #   (pure-numpy references). Extra arguments go to both pytest runs.
 set -euo pipefail
@@ -11,6 +12,13 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     apt_install mosquitto
 fi
 # The tests start their own mosquitto on a free loopback port; a packaged service is not needed.
+# The operator page is tested in Debian's chromium (headless); the systemd unit with systemd-analyze.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
+if ! command -v systemd-analyze >/dev/null; then
+    apt_install systemd
+fi
 
 python -m pip install -q -e ".[dev]"
 

@@ -494,7 +494,7 @@ class MqttPublisher:
                              f", user {self.s.username}" if self.s.username else "")
                     backoff.reset()
                     await self._publish(client, self.status_topic, b"online", qos=1, retain=True)
-                    for topic, payload in self._retained.items():
+                    for topic, payload in list(self._retained.items()):
                         await self._publish(client, topic, payload, qos=1, retain=True)
                     await self._pump(client, want == v5)
                     if self._stopping:
