@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spikeline.broker import free_port
-from spikeline.config import parse
+from spikeline.config import Config, parse
 from spikeline.daemon import Daemon
 from spikeline.pipeline import State
 
@@ -40,15 +41,20 @@ def _samples(body: str) -> dict[str, float]:
     return samples
 
 
+def _har_config(data_dir: Path, tmp_path: Path, node: dict[str, Any], speed: float, series: str) -> Config:
+    """The SPAR smartwatch recording replayed through the L2MU HAR model into a JSON-lines file."""
+    spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
+    return parse({"node": node,
+                  "pipeline": [{"name": "har", "budget_ms": 50, "policy": "mark_late",
+                                "source": {"type": "replay", "file": spar, "speed": speed, "series": series},
+                                "stages": [{"type": "l2mu", "model": "har-spar-l2mu", "readout": "window",
+                                            "window_s": 2, "every": 5}],
+                                "sinks": [{"type": "jsonl", "path": str(tmp_path / "r.jsonl")}]}]})
+
+
 async def test_metrics_endpoint(data_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
-    cfg = parse({"node": {"name": "promnode", "prometheus_port": port},
-                 "pipeline": [{"name": "har", "budget_ms": 50, "policy": "mark_late",
-                               "source": {"type": "replay", "file": spar, "speed": 10.0, "series": "0"},
-                               "stages": [{"type": "l2mu", "model": "har-spar-l2mu", "readout": "window",
-                                           "window_s": 2, "every": 5}],
-                               "sinks": [{"type": "jsonl", "path": str(tmp_path / "r.jsonl")}]}]})
+    cfg = _har_config(data_dir, tmp_path, {"name": "promnode", "prometheus_port": port}, speed=10.0, series="0")
     d = Daemon(cfg)
     task = asyncio.create_task(d.run())
     try:
@@ -97,13 +103,7 @@ async def test_port_in_use_is_logged_and_the_pipelines_still_run(data_dir: Path,
 async def test_the_numbers_equal_the_mqtt_metrics_report(data_dir: Path, tmp_path: Path) -> None:
     """Once a pipeline has ended, GET /metrics and the last metrics report (what the MQTT metrics topic
     carries) give the same counters, stage work counters (sparsity) and result count."""
-    spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
-    cfg = parse({"node": {"name": "same"},
-                 "pipeline": [{"name": "har", "budget_ms": 50, "policy": "mark_late",
-                               "source": {"type": "replay", "file": spar, "speed": 0, "series": "0:2"},
-                               "stages": [{"type": "l2mu", "model": "har-spar-l2mu", "readout": "window",
-                                           "window_s": 2, "every": 5}],
-                               "sinks": [{"type": "jsonl", "path": str(tmp_path / "r.jsonl")}]}]})
+    cfg = _har_config(data_dir, tmp_path, {"name": "same"}, speed=0, series="0:2")
     d = Daemon(cfg)
     assert await asyncio.wait_for(d.run(), 60) == 0
     samples = _samples(d.prometheus_text())
