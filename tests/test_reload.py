@@ -133,3 +133,33 @@ async def test_reload_without_a_file_or_with_an_mqtt_sink_and_no_connection_is_r
     finally:
         d.request_stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_reload_retries_a_failed_pipeline_and_keeps_the_others(data_dir: Path, tmp_path: Path) -> None:
+    """An unchanged pipeline that failed (here: a channel the recording does not have) is started again by a
+    reload, as `systemctl reload` after fixing what it needed; the running one is kept."""
+    spar = str(data_dir / "spar_applewatch" / "spar_watch.npz")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[node]\nname = "retry"\n' + _pipeline("a", spar, tmp_path)
+                   + _pipeline("f", spar, tmp_path) + '[[pipeline.stages]]\ntype = "select"\nchannels = ["nope"]\n')
+    from spikeline.config import load
+
+    d = Daemon(load(str(cfg)))
+    task = asyncio.create_task(d.run())
+    try:
+        async with asyncio.timeout(10):
+            while [p.state.value for p in d.pipelines] != ["running", "failed"]:
+                await asyncio.sleep(0.05)
+        a, f = d.pipelines
+        r = await d.reload()
+        assert r["ok"] and r["kept"] == ["a"] and r["restarted"] == ["f"], r
+        assert d.pipelines[0] is a and d.pipelines[1] is not f
+        async with asyncio.timeout(10):
+            while d.pipelines[1].state.value != "failed":
+                await asyncio.sleep(0.05)
+        assert "nope" in str(d.pipelines[1].error) and a.state.value == "running"
+        r = await d.reload()
+        assert r["restarted"] == ["f"] and d.reloads == 2
+    finally:
+        d.request_stop()
+        assert await asyncio.wait_for(task, 10) == 1  # f failed

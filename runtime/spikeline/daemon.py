@@ -194,8 +194,8 @@ class Daemon:
     async def reload(self) -> dict[str, Any]:
         """Read the config file again. A file that does not validate, or whose pipelines cannot be built, is
         rejected and everything keeps running as it was. Otherwise, pipeline by name: an unchanged pipeline keeps
-        running untouched (its state, counters and sequence numbers); a changed one is drained and started anew
-        from the new settings; new ones start, removed ones drain and stop. `[node] metrics_interval_s` and
+        running untouched (its state, counters and sequence numbers); a changed one, or one that has failed, is
+        drained and started anew from the new settings; new ones start, removed ones drain and stop. `[node] metrics_interval_s` and
         `drain_s` apply at once; the node's name, `[mqtt]`, `[lsl]` and the HTTP ports need a restart (logged)."""
         self._reloading = True
         self.notifier.reloading()
@@ -232,8 +232,8 @@ class Daemon:
         fresh: dict[str, Pipeline] = {}
         if not out["problems"]:
             for pc in new.pipelines:
-                if pc.name in old and _same(old[pc.name].cfg, pc):
-                    continue
+                if pc.name in old and _same(old[pc.name].cfg, pc) and old[pc.name].state != State.FAILED:
+                    continue  # unchanged and not failed: it runs on untouched
                 try:  # builds the source, stages (models loaded) and sinks from the new settings
                     fresh[pc.name] = Pipeline(pc, self.cfg.node, self.publisher)
                 except Exception as e:
