@@ -42,6 +42,12 @@ async def test_backlog_older_than_the_guard_is_skipped_to_the_newest_and_counted
         async with asyncio.timeout(10):
             while p.metrics.results < 11:
                 await asyncio.sleep(0.02)
+        p.stop()
+        await asyncio.wait_for(task, 5)
+        # the pipeline's end destroyed its inlet (while the pipeline object lives on): no consumer is left
+        async with asyncio.timeout(5):
+            while outlet.outlet.have_consumers():
+                await asyncio.sleep(0.05)
     finally:
         p.stop()
         await asyncio.wait_for(task, 5)

@@ -183,6 +183,7 @@ class Pipeline:
         finally:
             for sink in self.sinks:
                 await sink.close()
+            await self.source.close()
 
     def _fail(self, message: str) -> None:
         self.state = State.FAILED

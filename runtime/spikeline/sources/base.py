@@ -59,6 +59,10 @@ class Source(Component):
     def stop(self) -> None:
         """Ask `run` to return soon (called on the event loop thread)."""
 
+    async def close(self) -> None:
+        """Release what `open` acquired (connections, inlets), once the pipeline has ended, whether `run` ran or
+        not. Called once."""
+
     @property
     def lossless(self) -> bool:
         """True for a source that waits for room in the queue instead of dropping (a file replayed as fast as

@@ -82,6 +82,8 @@ class LslSource(Source):
         self._pylsl = import_pylsl()
         self._info: Any = None
         self._meta: StreamMeta | None = None
+        self._inlet: Any = None
+        self._reader: threading.Thread | None = None
 
     def _predicate(self) -> str:
         parts = []
@@ -134,6 +136,7 @@ class LslSource(Source):
                 loop.call_soon_threadsafe(finished, None)
 
         t = threading.Thread(target=reader, name=f"lsl-{self.ctx.pipeline}", daemon=True)
+        self._reader = t
         t.start()
         try:
             await done
@@ -143,6 +146,18 @@ class LslSource(Source):
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def close(self) -> None:
+        """Destroy the inlet now, not whenever the pipeline object is collected: its connection, its recovery
+        watchdog and its buffer go with the pipeline (a reload that restarts it leaves nothing connected behind).
+        Destroyed directly, without close_stream() first: closing alone breaks the connection and starts
+        liblsl's stream recovery, whose cancellation can race with the destruction (sccn/liblsl#220). Not while
+        the reader thread still pulls from it (it did not stop within its 2 s): then it stays referenced."""
+        if self._inlet is None or (self._reader is not None and self._reader.is_alive()):
+            return
+        last = [self._inlet]  # the last reference: dropped in a worker thread, where liblsl's teardown may block
+        self._inlet = None
+        await asyncio.to_thread(last.clear)
 
     def _read(self, emit: Callable[[SampleChunk], object]) -> None:
         """The reader thread: pull, stamp, guard, emit. No Python per sample."""
