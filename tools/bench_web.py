@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from benchlib import cpu_name, format_table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from benchlib import cpu_name, format_table  # noqa: E402
 
 STAGES = [{"type": "bandpass", "low_hz": 8, "high_hz": 30}, {"type": "select", "channels": ["C3", "C4"]},
           {"type": "bandpower", "window_s": 0.5, "every": 16}, {"type": "laterality", "threshold": 0.2}]

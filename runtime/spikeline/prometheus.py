@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .httpd import read_request
 from .metrics import _UPPER, LatencyHistogram
 
 log = logging.getLogger("spikeline.prometheus")
@@ -125,20 +126,16 @@ async def serve(host: str, port: int, text: Callable[[], str]) -> asyncio.Server
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            while (h := await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
-                if len(h) > 8192:
-                    break
-            parts = line.decode("latin-1").split()
-            if len(parts) >= 2 and parts[0] in ("GET", "HEAD") and parts[1].split("?")[0] == "/metrics":
+            request = await read_request(reader)
+            if request is not None and request[0] in ("GET", "HEAD") and request[1] == "/metrics":
                 body = text().encode()
                 head = ("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-                writer.write(head.encode() + (body if parts[0] == "GET" else b""))
+                writer.write(head.encode() + (body if request[0] == "GET" else b""))
             else:
                 writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeError) as e:
+        except (TimeoutError, ConnectionError, ValueError) as e:
             log.debug("prometheus: request dropped: %s", e)
         finally:
             writer.close()

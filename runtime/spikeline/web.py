@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .httpd import read_request
 from .metrics import _UPPER, LatencyHistogram
 from .prometheus import COUNTERS
 
@@ -265,19 +266,11 @@ class _Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            host = None
-            for _ in range(100):
-                h = await asyncio.wait_for(reader.readline(), 5.0)
-                if h in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = h.decode("latin-1").partition(":")
-                if name.strip().lower() == "host":
-                    host = value.strip()
-            parts = line.decode("latin-1").split()
-            if len(parts) < 2:
+            request = await read_request(reader)
+            if request is None:
                 return
-            method, path = parts[0], parts[1].split("?", 1)[0]
+            method, path, headers = request
+            host = headers.get("host")
             head_only = method == "HEAD"
             if method not in ("GET", "HEAD"):
                 writer.write(_response("405 Method Not Allowed", b"", "text/plain", extra="Allow: GET, HEAD\r\n"))
